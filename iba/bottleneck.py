@@ -1,0 +1,94 @@
+"""The Per-Sample Bottleneck (Schulz et al., ICLR 2020, section 3.1; SPEC section 2).
+
+Every function works on arrays with any number of leading batch axes followed by the feature
+shape ``F`` (``alpha`` may be shared over channels: size 1 on the channel axis), and has a
+vector-Jacobian product so that the reference can run an optimisation without autodiff.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from iba.layout import is_spatial
+from iba.smoothing import smooth
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function, stable for large ``|x|``."""
+    x = np.asarray(x)
+    out = np.empty_like(x, dtype=np.result_type(x, np.float32))
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+def damping(alpha: np.ndarray, layout: str, sigma: float | None) -> np.ndarray:
+    """``lam = smooth(sigmoid(alpha))``; smoothing only for spatial layouts and ``sigma > 0``."""
+    lam = sigmoid(alpha)
+    if sigma and is_spatial(layout):
+        lam = smooth(lam, sigma, layout)
+    return lam
+
+
+def damping_vjp(alpha: np.ndarray, grad_lam: np.ndarray, layout: str, sigma: float | None):
+    """Gradient with respect to ``alpha`` given ``dL/dlam`` (both of ``alpha``'s shape)."""
+    if sigma and is_spatial(layout):
+        grad_lam = smooth(grad_lam, sigma, layout, transpose=True)
+    s = sigmoid(alpha)
+    return grad_lam * s * (1 - s)
+
+
+def noise_like(noise: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``eps = std' * n + mu`` from standard-normal ``n``."""
+    return std * noise + mean
+
+
+def bottleneck(
+    features: np.ndarray,
+    lam: np.ndarray,
+    eps: np.ndarray,
+    active: np.ndarray | float = 1.0,
+    relu: bool = False,
+) -> np.ndarray:
+    """``Z = (lam * R + (1 - lam) * eps) * active``, clipped at zero if ``relu``."""
+    z = (lam * features + (1 - lam) * eps) * active
+    return np.maximum(z, 0) if relu else z
+
+
+def capacity(
+    features: np.ndarray,
+    lam: np.ndarray,
+    mean: np.ndarray | float,
+    std: np.ndarray | float,
+    active: np.ndarray | float = 1.0,
+) -> np.ndarray:
+    """Per-element ``KL(N(lam * r, (1 - lam)^2) || N(0, 1))`` in nats, ``r = (R - mu) / std'``.
+
+    With ``mean = 0`` and ``std = 1`` this is M2IB's capacity against a standard normal.
+    """
+    r = (features - mean) / std
+    m = lam * r
+    v = (1 - lam) ** 2
+    return -0.5 * (1 + np.log(v) - m**2 - v) * active
+
+
+def capacity_vjp(
+    features: np.ndarray,
+    lam: np.ndarray,
+    mean: np.ndarray | float,
+    std: np.ndarray | float,
+    active: np.ndarray | float = 1.0,
+) -> np.ndarray:
+    """Elementwise ``d capacity / d lam`` = ``(1 / (1 - lam) + lam * r^2 - (1 - lam)) * active``."""
+    r = (features - mean) / std
+    return (1 / (1 - lam) + lam * r**2 - (1 - lam)) * active
+
+
+def sum_to_shape(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum ``x`` over the axes that broadcasting expanded from ``shape`` (the adjoint of it)."""
+    lead = x.ndim - len(shape)
+    x = x.sum(axis=tuple(range(lead))) if lead else x
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and x.shape[i] != 1)
+    return x.sum(axis=axes, keepdims=True) if axes else x

