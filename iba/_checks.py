@@ -14,7 +14,7 @@ def finite_array(name: str, value: object, ndim: int | None = None) -> np.ndarra
         raise ValueError(f"{name} must have {ndim} axes, got shape {array.shape}")
     if not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise ValueError(f"{name} holds {bad} NaN or infinite values")
+        raise ValueError(f"{name}: {bad} NaN or infinite value(s); check the input data")
     if not np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float64)
     return array
