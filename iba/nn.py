@@ -124,12 +124,22 @@ class Sequential(Layer):
             raise ValueError(f"layer {name!r} not found; layers are: {', '.join(self.names)}")
         return self.names.index(name) + 1
 
-    def forward(self, x, start: str | None = None, stop: str | None = None):
-        """Run the layers after ``start`` up to and including ``stop`` (names; ``None``: the ends)."""
+    def forward(self, x, start: str | None = None, stop: str | None = None, inserts=None):
+        """Run the layers after ``start`` up to and including ``stop`` (names; ``None``: the ends).
+
+        ``inserts`` maps layer names to layers (``x -> (y, backward)``) run on that layer's output,
+        such as the reference's ``BottleneckLayer``.
+        """
+        inserts = dict(inserts or {})
+        for name in inserts:
+            self._index(name, 0)
         backwards = []
-        for _, layer in self.layers[self._index(start, 0) : self._index(stop, len(self.layers))]:
+        for name, layer in self.layers[self._index(start, 0) : self._index(stop, len(self.layers))]:
             x, backward = layer.forward(x)
             backwards.append(backward)
+            if name in inserts:
+                x, backward = inserts[name](x)
+                backwards.append(backward)
 
         def backward(g):
             for b in reversed(backwards):
@@ -168,6 +178,23 @@ def classification_head(model: Sequential, start: str, target: np.ndarray | int)
         return loss.reshape(n, b).mean(1), backward(grad / b).reshape(z.shape)
 
     return head
+
+
+def classifier(model: Sequential, x: np.ndarray, target, targets: Sequence[str]):
+    """``model(layers)`` for ``iba.per_sample_bottleneck``: runs ``model`` from the input ``x``
+    (each input repeated for its noise samples), with ``layers[l]`` after the layer ``targets[l]``,
+    and the mean cross entropy over noise samples as the loss."""
+
+    def run(layers):
+        n, b = layers[0].eps.shape[:2]
+        logits, backward = model.forward(
+            np.repeat(x, b, axis=0), inserts=dict(zip(targets, layers))
+        )
+        labels = np.repeat(np.broadcast_to(np.asarray(target), (n,)), b)
+        loss, grad = cross_entropy(logits, labels)
+        return loss.reshape(n, b).mean(1), lambda: backward(grad / b)
+
+    return run
 
 
 def segment(model: Sequential, start: str, stop: str):

@@ -1,8 +1,12 @@
 """The per-sample optimisation of ``alpha`` (SPEC sections 2 and 4), with analytic gradients.
 
 The model is given as callbacks, so any model with a backward pass can be explained by the
-reference: ``head(Z) -> (loss, dL/dZ)`` for the part after the (last) bottleneck and, for several
-target layers, ``segments[l](Z_l) -> (R_{l+1}, vjp)`` for the part between two of them.
+reference. Either as a chain: ``head(Z) -> (loss, dL/dZ)`` for the part after the (last)
+bottleneck and, for several target layers, ``segments[l](Z_l) -> (R_{l+1}, vjp)`` for the parts
+between them; or, for any graph (residual streams between target layers, as in a ViT), as
+``model(layers) -> (loss, backward)``: the model runs its forward pass from the input, calls
+``layers[l]`` (a ``BottleneckLayer``) on the features of target ``l``, and ``backward()`` runs
+its backward pass through those layers, which collect ``dL/dlam``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,38 @@ VJP = Callable[[np.ndarray], np.ndarray]
 Segment = Callable[[np.ndarray], "tuple[np.ndarray, VJP]"]
 
 
+class BottleneckLayer:
+    """The bottleneck of one target layer at fixed ``lam`` and noise, as a layer with a backward.
+
+    Called on features ``R`` of shape ``(N * B, *F)`` (input-major: rows ``i*B .. i*B+B-1`` are
+    the noise samples of input ``i``), it returns ``Z`` and the function ``dL/dZ -> dL/dR``; that
+    function adds ``dL/dlam`` (per input, ``(N, *F)``) to ``grad_lam``.
+    """
+
+    def __init__(self, lam: np.ndarray, eps: np.ndarray, mask, relu: bool):
+        self.lam, self.eps, self.mask, self.relu = lam, eps, mask, relu
+        self.grad_lam = 0.0
+
+    def __call__(self, features: np.ndarray) -> tuple[np.ndarray, VJP]:
+        shape = self.eps.shape
+        r = features.reshape(shape)
+        z = bottleneck(r, self.lam, self.eps, self.mask)
+        out = np.maximum(z, 0) if self.relu else z
+
+        def vjp(grad: np.ndarray) -> np.ndarray:
+            grad = grad.reshape(shape)
+            if self.relu:
+                grad = grad * (z > 0)
+            grad = grad * self.mask
+            self.grad_lam = self.grad_lam + (grad * (r - self.eps)).sum(axis=1)
+            return (grad * self.lam).reshape(features.shape)
+
+        return out.reshape(features.shape), vjp
+
+
+Model = Callable[[Sequence[BottleneckLayer]], "tuple[np.ndarray, Callable[[], None]]"]
+
+
 @dataclasses.dataclass
 class Explanation:
     """The result of one optimisation over ``N`` inputs.
@@ -59,12 +95,13 @@ class Explanation:
 def per_sample_bottleneck(
     features: np.ndarray,
     statistics: Statistics | Sequence[Statistics],
-    head: Head,
+    head: Head | None,
     noise: np.ndarray | Sequence[np.ndarray],
     config: Config | None = None,
     layout: str = "channels_first",
     segments: Sequence[Segment] = (),
     shared_alpha: bool | None = None,
+    model: Model | None = None,
 ) -> Explanation:
     """Optimise ``alpha`` for ``N`` inputs at once and return their capacity.
 
@@ -82,11 +119,17 @@ def per_sample_bottleneck(
         layout: layout of the features of every target layer.
         segments: ``L - 1`` callables ``Z_l -> (R_{l+1}, vjp)`` with ``vjp(dL/dR_{l+1}) = dL/dZ_l``.
         shared_alpha: ``alpha`` shared over channels; default: only with several layers.
+        model: instead of ``head`` and ``segments``, ``model(layers) -> (loss, backward)`` (see
+            the module docstring); ``features`` must equal what it feeds to ``layers[0]``.
     """
     config = config or Config()
     stats = [statistics] if isinstance(statistics, Statistics) else list(statistics)
     n_layers = len(stats)
-    if len(segments) != n_layers - 1:
+    if model is not None and (head is not None or segments):
+        raise ValueError("give the model as head (and segments) or as model, not both")
+    if model is None and head is None:
+        raise ValueError("give the model as head (and segments) or as model")
+    if model is None and len(segments) != n_layers - 1:
         raise ValueError(
             f"{n_layers} target layers need {n_layers - 1} segments, got {len(segments)}"
         )
@@ -106,6 +149,7 @@ def per_sample_bottleneck(
             f"statistics of shape {stats[0].mean.shape} do not fit features of shape "
             f"{feature_shape}: the estimator was fitted for another layer"
         )
+    model = model or chain(features, head, segments)
     a_shape = layout_alpha_shape(feature_shape, layout, shared)
     for s in stats[1:]:
         check_alpha_shape(a_shape, s.mean.shape, layout)
@@ -119,7 +163,7 @@ def per_sample_bottleneck(
     alphas, losses = [alpha], []
     for step in range(config.updates):
         loss, grad = objective(
-            alpha, features, stats, head, [n[step] for n in noise], config, layout, segments
+            alpha, features, stats, model, [n[step] for n in noise], config, layout
         )
         losses.append(loss)
         alpha, state = adam_update(grad, state, alpha, config.lr)
@@ -141,15 +185,42 @@ def _masks(stats: Sequence[Statistics]) -> list:
     return [stats[0].active] if len(stats) == 1 else [1.0] * len(stats)
 
 
+def chain(features: np.ndarray, head: Head, segments: Sequence[Segment] = ()) -> Model:
+    """A ``model`` callback from ``head`` and ``segments`` on ``(N, B, *F)`` arrays."""
+
+    def run(layers: Sequence[BottleneckLayer]):
+        n, b = layers[0].eps.shape[:2]
+        r = np.broadcast_to(features[:, None], layers[0].eps.shape)
+        backwards = []  # each maps dL/d(output) to dL/d(input), on (N, B, ...) arrays
+        for i, layer in enumerate(layers):
+            z, vjp = layer(r.reshape(n * b, *r.shape[2:]))
+            z = z.reshape(r.shape)
+            backwards.append(
+                lambda g, vjp=vjp: vjp(g.reshape(n * b, *g.shape[2:])).reshape(g.shape)
+            )
+            if i < len(segments):
+                r, segment_vjp = segments[i](z)
+                backwards.append(segment_vjp)
+        loss, grad_z = head(z)
+
+        def backward() -> None:
+            grad = grad_z
+            for step in reversed(backwards):
+                grad = step(grad)
+
+        return loss, backward
+
+    return run
+
+
 def objective(
     alpha: np.ndarray,
     features: np.ndarray,
     stats: Sequence[Statistics],
-    head: Head,
+    model: Model,
     noise: Sequence[np.ndarray],
     config: Config,
     layout: str,
-    segments: Sequence[Segment] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Loss per input ``model_loss(Z) + beta * mean(capacity)`` of one step, and ``dL/dalpha``.
 
@@ -159,32 +230,17 @@ def objective(
     masks = _masks(stats)
     first = stats[0]
     lam = damping(alpha, layout, config.sigma)
-    lam_b = lam[:, None]
-    r = features[:, None]
-    caches, vjps = [], []
-    for layer, s in enumerate(stats):
-        eps = noise_like(noise[layer], s.mean, s.std)
-        z = bottleneck(r, lam_b, eps, masks[layer])
-        caches.append((r, eps, z))
-        if config.relu:
-            z = np.maximum(z, 0)
-        if layer < len(stats) - 1:
-            r, vjp = segments[layer](z)
-            vjps.append(vjp)
-    model_loss, grad = head(z)
+    layers = [
+        BottleneckLayer(lam[:, None], noise_like(n, s.mean, s.std), mask, config.relu)
+        for n, s, mask in zip(noise, stats, masks)
+    ]
+    model_loss, backward = model(layers)
+    backward()
     cap = capacity(features, lam, first.mean, first.std, masks[0])
     loss = np.asarray(model_loss) + config.beta * cap.reshape(n_inputs, -1).mean(1)
-
-    info_scale = config.beta / cap[0].size
-    grad_lam = info_scale * sum_to_shape(
-        capacity_vjp(features, lam, first.mean, first.std, masks[0]), lam.shape
+    grad_cap = capacity_vjp(features, lam, first.mean, first.std, masks[0])
+    grad_lam = sum(
+        (sum_to_shape(g, lam.shape) for g in [layer.grad_lam for layer in layers]),
+        (config.beta / cap[0].size) * sum_to_shape(grad_cap, lam.shape),
     )
-    for layer in reversed(range(len(stats))):
-        r, eps, z = caches[layer]
-        if config.relu:
-            grad = grad * (z > 0)
-        grad = grad * masks[layer]
-        grad_lam = grad_lam + sum_to_shape((grad * (r - eps)).sum(axis=1), lam.shape)
-        if layer > 0:
-            grad = vjps[layer - 1](grad * lam_b)
     return loss, damping_vjp(alpha, grad_lam, layout, config.sigma)

@@ -4,7 +4,7 @@ from conftest import finite_difference
 
 import iba
 from iba import nn
-from iba.optimize import objective
+from iba.optimize import chain, objective
 
 
 def _setup(tiny, layer="relu2", n_inputs=2, seed=0):
@@ -20,11 +20,15 @@ def test_objective_gradient_single_layer(tiny, relu, sigma):
     head = nn.classification_head(model, "relu2", np.array([3, 7]))
     noise = [iba.draw_noise(1, 1, config.batch_size, features.shape[1:], n_inputs=2)[0]]
     alpha = np.random.default_rng(4).normal(2, 1.5, features.shape)
-    loss, grad = objective(alpha, features, [stats], head, noise, config, "channels_first")
+    loss, grad = objective(
+        alpha, features, [stats], chain(features, head), noise, config, "channels_first"
+    )
     assert loss.shape == (2,)
 
     def total(a):
-        return objective(a, features, [stats], head, noise, config, "channels_first")[0].sum()
+        return objective(
+            a, features, [stats], chain(features, head), noise, config, "channels_first"
+        )[0].sum()
 
     np.testing.assert_allclose(grad, finite_difference(total, alpha), rtol=1e-5, atol=1e-8)
 
@@ -42,12 +46,11 @@ def test_objective_gradient_coiba_two_layers(tiny):
     ]
     layers = [stats["relu1"], stats["relu2"]]
     alpha = np.random.default_rng(6).normal(1, 1.5, (2, 1, 8, 8))
-    _, grad = objective(alpha, features, layers, head, noise, config, "channels_first", segments)
+    run = chain(features, head, segments)
+    _, grad = objective(alpha, features, layers, run, noise, config, "channels_first")
 
     def total(a):
-        return objective(a, features, layers, head, noise, config, "channels_first", segments)[
-            0
-        ].sum()
+        return objective(a, features, layers, run, noise, config, "channels_first")[0].sum()
 
     np.testing.assert_allclose(grad, finite_difference(total, alpha), rtol=1e-5, atol=1e-8)
 
@@ -71,9 +74,12 @@ def test_objective_gradient_other_layouts(layout, shape, shared):
     config = iba.Config(batch_size=4)
     noise = [rng.standard_normal((3, 4, *shape))]
     alpha = rng.normal(1, 1.5, (3, *iba.alpha_shape(shape, layout, shared)))
-    _, grad = objective(alpha, features, [stats], head, noise, config, layout)
+    _, grad = objective(alpha, features, [stats], chain(features, head), noise, config, layout)
     numeric = finite_difference(
-        lambda a: objective(a, features, [stats], head, noise, config, layout)[0].sum(), alpha
+        lambda a: objective(a, features, [stats], chain(features, head), noise, config, layout)[
+            0
+        ].sum(),
+        alpha,
     )
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
 
@@ -110,7 +116,13 @@ def test_each_update_is_adam_on_the_analytic_gradient(tiny):
     state = iba.adam_init(ex.alphas[0])
     for step in range(config.updates):
         loss, grad = objective(
-            ex.alphas[step], features, [stats], head, [noise[step]], config, "channels_first"
+            ex.alphas[step],
+            features,
+            [stats],
+            chain(features, head),
+            [noise[step]],
+            config,
+            "channels_first",
         )
         assert loss == pytest.approx(ex.losses[step])
         alpha, state = iba.adam_update(grad, state, ex.alphas[step], config.lr)
@@ -161,3 +173,25 @@ def test_bad_input_is_rejected_clearly(tiny):
         iba.per_sample_bottleneck(features[:, :4], stats, head, noise[:, :, :4])
     with pytest.raises(ValueError, match="2 target layers need 1 segments"):
         iba.per_sample_bottleneck(features, [stats, stats], head, [noise, noise])
+
+
+@pytest.mark.parametrize("targets", [["relu2"], ["relu1", "relu2"]])
+def test_model_callback_from_the_input_equals_the_chain(tiny, targets):
+    net, _, stats = tiny
+    x = np.random.default_rng(9).standard_normal((2, 1, 8, 8))
+    features = net.forward(x, stop=targets[0])[0]
+    config = iba.Config(relu=True, steps=4) if len(targets) == 1 else iba.coiba_config(steps=4)
+    noise = [
+        iba.draw_noise(i, 4, 10, stats[t].mean.shape, n_inputs=2) for i, t in enumerate(targets)
+    ]
+    layers = [stats[t] for t in targets]
+    segments = [nn.segment(net, *targets)] if len(targets) == 2 else []
+    head = nn.classification_head(net, targets[-1], np.array([2, 8]))
+    by_chain = iba.per_sample_bottleneck(features, layers, head, noise, config, segments=segments)
+    by_model = iba.per_sample_bottleneck(
+        features, layers, None, noise, config, model=nn.classifier(net, x, [2, 8], targets)
+    )
+    np.testing.assert_allclose(by_model.alphas, by_chain.alphas, rtol=1e-12)
+    np.testing.assert_allclose(by_model.capacity, by_chain.capacity, rtol=1e-12)
+    with pytest.raises(ValueError, match="not both"):
+        iba.per_sample_bottleneck(features, layers, head, noise, config, model=lambda layers: 0)
