@@ -36,3 +36,27 @@ def test_pooling_and_cross_entropy():
     assert loss[0] == pytest.approx(expected)
     numeric = finite_difference(lambda v: nn.cross_entropy(v, np.array([2]))[0].sum(), logits)
     np.testing.assert_allclose(grad, numeric, rtol=1e-6)
+
+
+def test_vit_backward_matches_finite_differences_and_names_follow_timm():
+    model = nn.tiny_vit(0)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 1, 8, 8))
+    logits, backward = model.forward(x)
+    assert logits.shape == (2, 10)
+    weights = rng.standard_normal(logits.shape)
+    numeric = finite_difference(lambda v: np.sum(model(v) * weights), x)
+    np.testing.assert_allclose(backward(weights), numeric, rtol=1e-6, atol=1e-9)
+    assert {"blocks.0.norm1", "blocks.2.mlp", "norm", "head"} <= set(model.names)
+    norm1, block = nn.capture(model, x, ["blocks.1.norm1", "blocks.1"])
+    assert norm1.shape == block.shape == (2, 17, 16)
+    with pytest.raises(
+        ValueError, match="layer 'blocks.9.norm1' not found; layers are: patch_embed"
+    ):
+        model.forward(x, inserts={"blocks.9.norm1": None})
+
+
+def test_layer_norm_normalises():
+    ln = nn.LayerNorm(np.ones(4), np.zeros(4), eps=0.0)
+    y = ln(np.array([[1.0, 2.0, 3.0, 6.0]]))
+    assert y.mean() == pytest.approx(0) and y.std() == pytest.approx(1)

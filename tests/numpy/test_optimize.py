@@ -195,3 +195,34 @@ def test_model_callback_from_the_input_equals_the_chain(tiny, targets):
     np.testing.assert_allclose(by_model.capacity, by_chain.capacity, rtol=1e-12)
     with pytest.raises(ValueError, match="not both"):
         iba.per_sample_bottleneck(features, layers, head, noise, config, model=lambda layers: 0)
+
+
+def test_coiba_on_a_vit_with_residual_streams():
+    """CoIBA on blocks.0.norm1 and blocks.1.norm1: the gradient passes the residual stream."""
+    vit = nn.tiny_vit(1, depth=2)
+    rng = np.random.default_rng(12)
+    targets = ["blocks.0.norm1", "blocks.1.norm1"]
+    stats = []
+    for feats in nn.capture(vit, rng.standard_normal((64, 1, 8, 8)), targets):
+        est = iba.Estimator(layout="tokens")
+        est.update(feats)
+        stats.append(
+            iba.Statistics(est.mean, np.maximum(est.std, 0.01), np.ones(est.feature_shape))
+        )
+    x = rng.standard_normal((2, 1, 8, 8))
+    features = nn.capture(vit, x, targets[:1])[0]
+    config = iba.coiba_config(batch_size=3)
+    run = nn.classifier(vit, x, [1, 4], targets)
+    noise = [rng.standard_normal((2, 3, 17, 16)) for _ in targets]
+    alpha = rng.normal(1, 1.5, (2, 17, 1))
+    _, grad = objective(alpha, features, stats, run, noise, config, "tokens")
+    numeric = finite_difference(
+        lambda a: objective(a, features, stats, run, noise, config, "tokens")[0].sum(), alpha
+    )
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
+    noise = [iba.draw_noise(i, 10, 3, (17, 16), n_inputs=2) for i in range(2)]
+    ex = iba.per_sample_bottleneck(features, stats, None, noise, config, layout="tokens", model=run)
+    assert ex.alpha.shape == (2, 17, 1)
+    assert np.all(ex.losses[-1] < ex.losses[0])
+    maps = iba.vit_heatmap(ex.capacity, grid=(4, 4), input_size=(8, 8))
+    assert maps.shape == (2, 8, 8) and maps.max() == 1.0

@@ -1,6 +1,6 @@
-"""A tiny NumPy network with a manual backward pass: the oracle of tests and of conformance.
+"""Layers with a manual backward pass.
 
-Layers are channels-first. Each layer's ``forward`` returns its output and a function that maps
+Images are channels-first. Each layer's ``forward`` returns its output and a function that maps
 the gradient of the output to the gradient of the input (weights get no gradients: IBA never
 needs them).
 """
@@ -162,72 +162,3 @@ def cross_entropy(logits: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, n
     grad = np.exp(logp)
     grad[rows, target] -= 1
     return -logp[rows, target], grad
-
-
-def classification_head(model: Sequential, start: str, target: np.ndarray | int):
-    """``head(Z)`` for ``iba.per_sample_bottleneck``: the mean cross entropy over noise samples.
-
-    ``Z`` has shape ``(N, B, *F)``; it enters ``model`` after the layer named ``start``.
-    """
-
-    def head(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n, b = z.shape[:2]
-        logits, backward = model.forward(z.reshape(n * b, *z.shape[2:]), start=start)
-        labels = np.broadcast_to(np.asarray(target), (n,))
-        loss, grad = cross_entropy(logits, np.repeat(labels, b))
-        return loss.reshape(n, b).mean(1), backward(grad / b).reshape(z.shape)
-
-    return head
-
-
-def classifier(model: Sequential, x: np.ndarray, target, targets: Sequence[str]):
-    """``model(layers)`` for ``iba.per_sample_bottleneck``: runs ``model`` from the input ``x``
-    (each input repeated for its noise samples), with ``layers[l]`` after the layer ``targets[l]``,
-    and the mean cross entropy over noise samples as the loss."""
-
-    def run(layers):
-        n, b = layers[0].eps.shape[:2]
-        logits, backward = model.forward(
-            np.repeat(x, b, axis=0), inserts=dict(zip(targets, layers))
-        )
-        labels = np.repeat(np.broadcast_to(np.asarray(target), (n,)), b)
-        loss, grad = cross_entropy(logits, labels)
-        return loss.reshape(n, b).mean(1), lambda: backward(grad / b)
-
-    return run
-
-
-def segment(model: Sequential, start: str, stop: str):
-    """``Z_l -> (R_{l+1}, vjp)`` for the layers after ``start`` up to ``stop``, on ``(N, B, *F)``."""
-
-    def run(z: np.ndarray):
-        n, b = z.shape[:2]
-        r, backward = model.forward(z.reshape(n * b, *z.shape[2:]), start=start, stop=stop)
-        return r.reshape(n, b, *r.shape[1:]), lambda g: backward(
-            g.reshape(n * b, *g.shape[2:])
-        ).reshape(z.shape)
-
-    return run
-
-
-def tiny_cnn(seed: int = 0, in_channels: int = 1, n_classes: int = 10) -> Sequential:
-    """A seeded random CNN for 8x8 inputs: conv-relu-conv-relu-maxpool-conv-relu-flatten-linear."""
-    rng = np.random.default_rng(seed)
-
-    def conv(c_in, c_out):
-        w = rng.standard_normal((c_out, c_in, 3, 3)) * np.sqrt(2 / (9 * c_in))
-        return Conv2d(w, 0.1 * rng.standard_normal(c_out), padding=1)
-
-    return Sequential(
-        [
-            ("conv1", conv(in_channels, 4)),
-            ("relu1", ReLU()),
-            ("conv2", conv(4, 6)),
-            ("relu2", ReLU()),
-            ("pool", MaxPool2d(2)),
-            ("conv3", conv(6, 8)),
-            ("relu3", ReLU()),
-            ("flatten", Flatten()),
-            ("fc", Linear(rng.standard_normal((n_classes, 8 * 4 * 4)) * 0.2, np.zeros(n_classes))),
-        ]
-    )
