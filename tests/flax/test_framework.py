@@ -11,3 +11,15 @@ def test_jax_sigmoid_matches_reference():
     np.testing.assert_allclose(
         np.asarray(jax.nn.sigmoid(x)), iba.sigmoid(x.astype(np.float64)), rtol=1e-6, atol=1e-7
     )
+
+
+def test_iba_jax_imports_no_other_framework():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, iba_jax; "
+        "print(sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
