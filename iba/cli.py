@@ -54,7 +54,7 @@ def _load_user_model(spec: str):
         raise UserError(f"--model {spec!r}: {err}") from None
 
 
-def _fit_or_load(run, explainer, layer: str, samples: int, model_id: str, progress: bool):
+def _fit_or_load(run, explainer, layer: str, samples: int, model_id: str):
     import iba
     from iba.demo import photos
 
@@ -81,7 +81,7 @@ def _explain(args, images: dict[str, np.ndarray], boxes: dict | None = None) -> 
 
     try:
         run = runners.runner(args.backend, _load_user_model(args.model) if args.model else None)
-    except runners.Unavailable as err:
+    except (runners.Unavailable, ValueError) as err:
         raise UserError(str(err)) from None
     layer = args.layer or runners.DEFAULT_LAYER.get(run.name)
     if layer not in run.layer_names():
@@ -96,7 +96,7 @@ def _explain(args, images: dict[str, np.ndarray], boxes: dict | None = None) -> 
 
     crops = {name: photos.center_crop(image)[0] for name, image in images.items()}
     model_id = "custom" if args.model else "efficientnet-lite0"
-    _fit_or_load(run, explainer, layer, args.samples, model_id, progress=True)
+    _fit_or_load(run, explainer, layer, args.samples, model_id)
 
     classes = photos.imagenet_classes() if not args.model else None
     batch = np.stack(list(crops.values()))

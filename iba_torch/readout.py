@@ -1,0 +1,384 @@
+"""The Readout Bottleneck (Schulz et al., ICLR 2020, section 3.2; SPEC section 3).
+
+A small network predicts ``alpha`` from features read at several layers, in one forward pass;
+it is trained over a data set to minimise cross entropy plus ``beta`` times the bottleneck's mean
+capacity. The bottleneck itself is the reference's (``iba.bottleneck``, ``iba.capacity``,
+``iba.damping``), written with torch operations in ``iba_torch._math``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import iba
+from iba_torch import _math, _model
+
+FORMAT_VERSION = 1
+ALPHA_BOUND = 5.0  # alpha is clamped to [-5, 5]
+LAST_BIAS = 5.0  # the last conv starts at alpha = 5 ...
+LAST_SCALE = 1e-3  # ... with its weights scaled by 1e-3
+
+
+def readout_network(in_channels: int, channels: int) -> torch.nn.Sequential:
+    """1x1 conv (to ``in_channels // 2``), ReLU, 1x1 conv (to ``2C``), ReLU, 1x1 conv (to ``C``).
+
+    The last conv starts with bias 5 and weights scaled by 1e-3, so ``alpha`` starts near 5.
+    """
+    hidden = max(in_channels // 2, 1)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(in_channels, hidden, 1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(hidden, 2 * channels, 1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(2 * channels, channels, 1),
+    )
+    with torch.no_grad():
+        net[-1].weight.mul_(LAST_SCALE)
+        net[-1].bias.fill_(LAST_BIAS)
+    return net
+
+
+class Readout:
+    """A Readout Bottleneck at ``bottleneck`` that reads the features of ``readouts``.
+
+    Args:
+        bottleneck: the module (or dotted name) whose output the bottleneck replaces; its
+            features must be ``(C, H, W)`` per input.
+        readouts: modules (or names) whose outputs predict ``alpha``: feature maps
+            ``(C_l, h, w)`` are resized to ``H x W``, vectors ``(D,)`` (e.g. logits) are expanded.
+        beta, sigma, relu, min_std, active_threshold: as in ``iba.Config``.
+
+    Example:
+        >>> readout = Readout("layer3", ["layer4", "fc"])  # doctest: +SKIP
+        >>> readout.estimate(model, loader, n_samples=5000)  # doctest: +SKIP
+        >>> losses = readout.fit(model, loader, epochs=10, lr=1e-5)  # doctest: +SKIP
+        >>> heatmaps = readout.analyze(model, x)  # one forward pass  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        bottleneck: str | torch.nn.Module,
+        readouts: list[str | torch.nn.Module],
+        *,
+        beta: float = 10.0,
+        sigma: float | None = 1.0,
+        relu: bool = False,
+        min_std: float = 0.01,
+        active_threshold: float = 0.01,
+    ):
+        self._targets = _model.to_list(bottleneck)[:1] + _model.to_list(readouts)
+        if len(_model.to_list(bottleneck)) != 1:
+            raise TypeError("bottleneck must be one module or name")
+        self.config = iba.Config(
+            beta=beta, sigma=sigma, relu=relu, min_std=min_std, active_threshold=active_threshold
+        )
+        self.estimators: list[iba.Estimator] = []
+        self.network: torch.nn.Sequential | None = None
+        self.losses: list[float] = []
+
+    def __repr__(self) -> str:
+        names = [t if isinstance(t, str) else type(t).__name__ for t in self._targets]
+        return f"Readout(bottleneck={names[0]!r}, readouts={names[1:]}, config={self.config})"
+
+    # -- statistics ------------------------------------------------------------------------------
+
+    def estimate(
+        self,
+        model: torch.nn.Module,
+        data: Iterable,
+        n_samples: int | None = None,
+        progress: bool = True,
+    ) -> list[iba.Estimator]:
+        """Fit the estimators of the bottleneck and of every readout layer (SPEC section 1).
+
+        Vector readouts ``(D,)`` are kept as ``(D, 1, 1)`` feature maps. Builds the readout
+        network (fresh weights) for the channel counts found.
+        """
+        modules = _model.resolve(model, self._targets)
+        device, dtype = _model.model_device_dtype(model)
+        estimators: list[iba.Estimator] = []
+        seen = 0
+        with _model.preserved(model, freeze=False):
+            bar = tqdm(
+                total=n_samples, unit="sample", desc="Readout estimate", disable=not progress
+            )
+            with bar:
+                for x, _ in _labelled(data, need_labels=False):
+                    inputs = _model.as_inputs(x, device, dtype)
+                    rows = _model.n_rows(inputs)
+                    if n_samples is not None and seen + rows > n_samples:
+                        keep = n_samples - seen
+                        inputs = _model.map_inputs(inputs, lambda t, k=keep: t[:k], rows)
+                        rows = keep
+                    _model.check_finite(inputs)
+                    features = [
+                        _as_map(f) for f in _model.capture(model, inputs, modules, ordered=False)
+                    ]
+                    if not estimators:
+                        estimators = [iba.Estimator(layout="channels_first") for _ in features]
+                    for est, f in zip(estimators, features):
+                        est.update(f.cpu().numpy())
+                    seen += rows
+                    bar.update(rows)
+                    if n_samples is not None and seen >= n_samples:
+                        break
+        if not estimators:
+            raise ValueError("estimate() got no data: the iterable yielded no batches")
+        self.estimators = estimators
+        self.network = self._build()
+        return estimators
+
+    def _build(self) -> torch.nn.Sequential:
+        channels = self.estimators[0].feature_shape[0]
+        in_channels = sum(e.feature_shape[0] for e in self.estimators[1:])
+        return readout_network(in_channels, channels)
+
+    def _require(self) -> None:
+        if not self.estimators or self.network is None:
+            raise RuntimeError(
+                "no feature statistics yet: call estimate(model, data) or Readout.load(path) first"
+            )
+
+    # -- the forward pass ------------------------------------------------------------------------
+
+    def _stats(self, like: torch.Tensor) -> list[_math.LayerStats]:
+        stats = []
+        for i, est in enumerate(self.estimators):
+            s = est.statistics(self.config.min_std, self.config.active_threshold)
+            stats.append(_math.layer_stats(s, masked=i == 0, like=like))
+        return stats
+
+    def _read(self, model, inputs, modules, stats) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bottleneck's features ``R`` and the readout network's input (no gradient)."""
+        features = [_as_map(f) for f in _model.capture(model, inputs, modules, ordered=False)]
+        for i, (f, est) in enumerate(zip(features, self.estimators)):
+            if tuple(f.shape[1:]) != est.feature_shape:
+                name = modules[i][0]
+                raise ValueError(
+                    f"layer {name!r} produces features of shape {tuple(f.shape[1:])}, the "
+                    f"estimator was fitted on {est.feature_shape}: estimate again"
+                )
+        r = features[0]
+        height, width = r.shape[-2:]
+        parts = []
+        for f, s in zip(features[1:], stats[1:]):
+            f = (f - s.mean) / s.std
+            if f.shape[-2:] == (1, 1):
+                parts.append(f.expand(-1, -1, height, width))
+            else:
+                a_h = torch.as_tensor(np.array(iba.resize_matrix(f.shape[-2], height))).to(f)
+                a_w = torch.as_tensor(np.array(iba.resize_matrix(f.shape[-1], width))).to(f)
+                parts.append(a_h @ f @ a_w.T)
+        return r, torch.cat(parts, dim=1)
+
+    def _alpha(self, readout_input: torch.Tensor) -> torch.Tensor:
+        return self.network(readout_input).clamp(-ALPHA_BOUND, ALPHA_BOUND)
+
+    # -- training --------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        model: torch.nn.Module,
+        data: Iterable,
+        epochs: int = 10,
+        lr: float = 1e-5,
+        progress: bool = True,
+        seed: int | None = None,
+    ) -> list[float]:
+        """Train the readout network over ``data`` (``(inputs, labels, ...)`` batches).
+
+        Loss per batch: cross entropy of the label on the bottlenecked model plus
+        ``beta * mean(capacity)``; Adam on the readout network only (the model's weights get no
+        gradients and the model is left as it was). Returns (and appends to ``self.losses``) the
+        loss of every batch.
+        """
+        self._require()
+        modules = _model.resolve(model, self._targets)
+        device, dtype = _model.model_device_dtype(model)
+        config = self.config
+        self.network.to(device=device, dtype=dtype)
+        optimizer = torch.optim.Adam(self.network.parameters(), lr=lr)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=device or "cpu").manual_seed(int(seed))
+        state: dict[str, Any] = {}
+
+        def hook(module, args, output):
+            if "z" not in state:
+                return None
+            return _model.replace_first(output, state["z"])
+
+        like = torch.empty((), dtype=dtype or torch.float32, device=device or "cpu")
+        stats = self._stats(like)
+        log: list[float] = []
+        self.network.train()
+        with _model.preserved(model), _model.hooks([(modules[0][1], hook)]):
+            bar = tqdm(range(epochs), desc="Readout fit", unit="epoch", disable=not progress)
+            for _ in bar:
+                for x, y in _labelled(data, need_labels=True):
+                    inputs = _model.as_inputs(x, device, dtype)
+                    _model.check_finite(inputs)
+                    state.clear()
+                    with torch.no_grad():
+                        r, readout_input = self._read(model, inputs, modules, stats)
+                    first = stats[0]
+                    lam = _math.damping(self._alpha(readout_input), "channels_first", config.sigma)
+                    noise = torch.randn(
+                        r.shape, generator=generator, dtype=r.dtype, device=r.device
+                    )
+                    eps = first.std * noise + first.mean
+                    state["z"] = _math.bottleneck(r, lam, eps, first.mask, config.relu)
+                    with torch.enable_grad():
+                        outputs = _model.call(model, inputs)
+                    state.pop("z")
+                    labels = torch.as_tensor(y).to(device=r.device, dtype=torch.long)
+                    cross_entropy = torch.nn.functional.cross_entropy(
+                        _math.logits_of(outputs), labels
+                    )
+                    cap = _math.capacity(r, lam, first.mean, first.std, first.mask)
+                    loss = cross_entropy + config.beta * cap.mean()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    log.append(float(loss))
+                    bar.set_postfix(loss=f"{log[-1]:.4g}")
+        self.network.eval()
+        self.losses.extend(log)
+        return log
+
+    # -- heatmaps --------------------------------------------------------------------------------
+
+    def analyze(
+        self, model: torch.nn.Module, x: Any, details: bool = False
+    ) -> np.ndarray | iba.Explanation:
+        """Heatmaps of ``x`` in bits from one forward pass (no optimisation): ``(N, H, W)``.
+
+        With ``details=True``, an ``iba.Explanation`` with ``capacity``, ``alpha``, ``lam`` and
+        the heatmap (``alphas`` holds the one ``alpha``, ``losses`` is empty).
+        """
+        self._require()
+        modules = _model.resolve(model, self._targets)
+        device, dtype = _model.model_device_dtype(model)
+        inputs = _model.as_inputs(x, device, dtype)
+        _model.check_finite(inputs)
+        config = self.config
+        with _model.preserved(model), torch.no_grad():
+            r0 = _model.capture(model, inputs, modules[:1])[0]
+            self.network.to(device=r0.device, dtype=r0.dtype).eval()
+            stats = self._stats(r0)
+            r, readout_input = self._read(model, inputs, modules, stats)
+            alpha = self._alpha(readout_input)
+            lam = _math.damping(alpha, "channels_first", config.sigma)
+            first = stats[0]
+            cap = _math.capacity(r, lam, first.mean, first.std, first.mask)
+        capacity = cap.cpu().double().numpy()
+        size = None
+        args, kwargs = inputs
+        if len(args) == 1 and not kwargs and args[0].ndim == 4:
+            size = tuple(args[0].shape[2:])
+        maps = iba.heatmap(capacity, "channels_first", size)
+        if not details:
+            return maps
+        alpha_np = alpha.cpu().double().numpy()
+        return iba.Explanation(
+            capacity=capacity,
+            alpha=alpha_np,
+            lam=lam.cpu().double().numpy(),
+            alphas=alpha_np[None],
+            losses=np.zeros((0, alpha_np.shape[0])),
+            heatmap=maps,
+        )
+
+    # -- save / load -----------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the readout network, the estimators and the configuration with ``torch.save``.
+
+        The file holds tensors and plain Python values only: ``torch.load(weights_only=True)``
+        reads it.
+        """
+        self._require()
+        names = [t if isinstance(t, str) else None for t in self._targets]
+        if None in names:
+            raise ValueError("save() needs the layers given by name (dotted names), not modules")
+        estimators = []
+        for est in self.estimators:
+            arrays = est.to_arrays()
+            estimators.append(
+                {
+                    k: str(v) if v.dtype.kind == "U" else torch.from_numpy(np.array(v))
+                    for k, v in arrays.items()
+                }
+            )
+        torch.save(
+            {
+                "format_version": FORMAT_VERSION,
+                "targets": names,
+                "config": {
+                    "beta": self.config.beta,
+                    "sigma": self.config.sigma,
+                    "relu": self.config.relu,
+                    "min_std": self.config.min_std,
+                    "active_threshold": self.config.active_threshold,
+                },
+                "estimators": estimators,
+                "network": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+                "losses": list(self.losses),
+            },
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Readout:
+        """Read a readout written by ``save`` (with ``torch.load(weights_only=True)``)."""
+        data = torch.load(path, weights_only=True, map_location="cpu")
+        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{os.fspath(path)} is not a saved iba_torch.Readout")
+        targets = data["targets"]
+        readout = cls(targets[0], targets[1:], **data["config"])
+        readout.estimators = [
+            iba.Estimator.from_arrays(
+                {k: np.array(v) if isinstance(v, str) else v.numpy() for k, v in arrays.items()},
+                source=os.fspath(path),
+            )
+            for arrays in data["estimators"]
+        ]
+        readout.network = readout._build()
+        readout.network.load_state_dict(data["network"])
+        readout.network.eval()
+        readout.losses = list(data["losses"])
+        return readout
+
+
+def _as_map(features: torch.Tensor) -> torch.Tensor:
+    """Readout features as ``(N, C, h, w)``: vectors ``(N, D)`` become ``(N, D, 1, 1)``."""
+    if features.ndim == 2:
+        return features[:, :, None, None]
+    if features.ndim == 4:
+        return features
+    raise ValueError(
+        f"readout layers must give (N, C, H, W) feature maps or (N, D) vectors, got shape "
+        f"{tuple(features.shape)}: choose another layer"
+    )
+
+
+def _labelled(data: Iterable, need_labels: bool):
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        if need_labels:
+            raise TypeError("fit() needs (inputs, labels) batches, e.g. a DataLoader")
+        for start in range(0, len(data), 256):
+            yield data[start : start + 256], None
+        return
+    for batch in data:
+        if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+            yield batch[0], batch[1]
+        elif need_labels:
+            raise TypeError("fit() needs (inputs, labels, ...) batches, e.g. from a DataLoader")
+        else:
+            yield (batch[0] if isinstance(batch, (tuple, list)) else batch), None

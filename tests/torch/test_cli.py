@@ -1,0 +1,89 @@
+"""The command line end to end on the bundled EfficientNet-Lite0 and photos."""
+
+import numpy as np
+import pytest
+
+import iba.evaluation
+from iba import cli
+from iba.demo import photos
+
+CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+FAST = ["--samples", "60", "--steps", "4"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    cache = tmp_path_factory.mktemp("cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("IBA_CACHE", str(cache))
+    code = cli.main(["demo", "--out", str(out), *FAST])
+    yield code, out, cache, mp
+    mp.undo()
+
+
+def test_demo_writes_figures_and_heatmaps(demo_run, capsys):
+    code, out, cache, _ = demo_run
+    assert code == 0
+    for name in photos.EXPLAINED:
+        assert (out / f"{name}.png").stat().st_size > 10_000
+        heat = np.load(out / f"{name}.npy")
+        assert heat.shape == (224, 224) and np.all(heat >= 0) and heat.max() > 0
+    assert len(list(cache.glob("*.npz"))) == 1
+
+
+def test_demo_predicts_a_cat_for_chelsea(tmp_path, demo_run, capsys):
+    _, _, _, mp = demo_run
+    assert cli.main(["demo", "--out", str(tmp_path), *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "estimator: loaded from" in printed  # the cached estimator is reused
+    chelsea = next(line for line in printed.splitlines() if line.startswith("chelsea:"))
+    top1 = chelsea.split(":", 1)[1].split(",")[0].rsplit(" ", 1)[0].strip()
+    assert top1 in CATS
+
+
+def test_quokka_heatmap_falls_inside_its_box(demo_run):
+    _, out, _, _ = demo_run
+    heat = np.load(out / "quokka.npy")
+    _, (scale, top, left) = photos.center_crop(photos.photo("quokka"))
+    x1, y1, x2, y2 = photos.quokka_box()
+    box = [
+        max(0, round(x1 * scale) - left),
+        max(0, round(y1 * scale) - top),
+        min(224, round(x2 * scale) - left),
+        min(224, round(y2 * scale) - top),
+    ]
+    result = iba.evaluation.bounding_box_ratio(heat[None], [box], max_box_fraction=1.0)
+    share = (box[2] - box[0]) * (box[3] - box[1]) / 224**2
+    assert result.mean > share + 0.2, (result.mean, share)
+
+
+def _fails(argv, capsys, match, out):
+    assert cli.main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("iba: error:")
+    assert match in err
+    assert not out.exists()  # nothing partial written
+
+
+def test_bad_input_exits_with_one_line(tmp_path, capsys, demo_run):
+    out = tmp_path / "out"
+    _fails(["explain", str(tmp_path / "missing.jpg")], capsys, "no such file", out)
+    (tmp_path / "notes.txt").write_text("not an image")
+    _fails(["explain", str(tmp_path / "notes.txt")], capsys, "not an image", out)
+    image = tmp_path / "cat.png"
+    from PIL import Image
+
+    Image.fromarray(np.asarray(photos.photo("chelsea"))).save(image)
+    _fails(["explain", str(image), "--layer", "_blocks.99"], capsys, "layers are: _conv_stem", out)
+    _fails(["explain", str(image), "--backend", "mxnet"], capsys, "unknown backend 'mxnet'", out)
+    _fails(["explain", str(image), "--beta", "-1"], capsys, "beta must be >= 0", out)
+
+
+def test_explain_a_users_image(tmp_path, demo_run):
+    from PIL import Image
+
+    image = tmp_path / "coffee.jpg"
+    Image.fromarray(np.asarray(photos.photo("coffee"))).save(image)
+    assert cli.main(["explain", str(image), "--out", str(tmp_path / "o"), *FAST]) == 0
+    assert np.load(tmp_path / "o" / "coffee.npy").shape == (224, 224)
