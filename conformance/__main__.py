@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from conformance import backends, vectors
-from conformance.report import Row, format_table, plan, run_one
+from conformance.report import Row, format_table, plan, prefetch, run_one
 from conformance.tolerances import TOLERANCE
 
 
@@ -17,7 +17,9 @@ def main(argv=None) -> int:
     parser.add_argument("--case", action="append", choices=list(vectors.CASES))
     args = parser.parse_args(argv)
     rows = []
-    for name, module, dtype, device, reason in plan(args.backend):
+    planned = list(plan(args.backend))
+    prefetch(planned)
+    for name, module, dtype, device, reason in planned:
         if reason:
             rows.append(Row(name, dtype, device, "-", {}, skipped=reason))
             continue

@@ -27,7 +27,8 @@ class Row:
 
 
 def plan(names=None):
-    """``(backend, module or None, dtype, device, reason)`` for every combination to run."""
+    """``(backend, module or None, dtype, device, reason)`` for every combination to run; a
+    ``reason`` marks a backend (device ``"-"``) or a device of it that is skipped."""
     for name in names or backends.BACKENDS:
         try:
             module = backends.load(name)
@@ -40,6 +41,25 @@ def plan(names=None):
         for dtype in module.DTYPES:
             for device in module.devices():
                 yield name, module, dtype, device, None
+        for device, why in device_reasons(module).items():
+            yield name, None, "-", device, why
+
+
+def device_reasons(module) -> dict[str, str]:
+    """``{device: why it is not there}`` of a backend (a GPU the machine lacks): skipped rows."""
+    reasons = getattr(module, "device_reasons", None)
+    return dict(reasons()) if reasons else {}
+
+
+def prefetch(plan_rows) -> None:
+    """Let backends that run in a subprocess start it now (``prefetch()``), so that it runs
+    beside the backends of this process."""
+    started = set()
+    for name, module, _, _, reason in plan_rows:
+        if module is not None and not reason and name not in started:
+            started.add(name)
+            if hasattr(module, "prefetch"):
+                module.prefetch()
 
 
 def run_one(name, module, dtype, device, case_name) -> Row:
@@ -58,7 +78,7 @@ def format_table(rows) -> str:
     lines = []
     for r in rows:
         if r.skipped:
-            cells = [r.backend, "-", "-", "-", *["" for _ in STAGES], f"skipped: {r.skipped}"]
+            cells = [r.backend, "-", r.device, "-", *["" for _ in STAGES], f"skipped: {r.skipped}"]
         elif r.error:
             last = r.error.strip().splitlines()[-1]
             cells = [r.backend, r.dtype, r.device, r.case, *["" for _ in STAGES], f"ERROR {last}"]

@@ -15,7 +15,8 @@ PLAN = list(report.plan())
 def _params():
     for name, module, dtype, device, reason in PLAN:
         if reason:
-            yield pytest.param(name, None, "-", "-", "-", reason, id=f"{name}-unavailable")
+            where = "unavailable" if device == "-" else f"{device}-unavailable"
+            yield pytest.param(name, None, "-", device, "-", reason, id=f"{name}-{where}")
             continue
         for case in vectors.CASES:
             yield pytest.param(

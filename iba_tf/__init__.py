@@ -1,0 +1,18 @@
+"""Information Bottleneck Attribution for Keras 3, on the TensorFlow, JAX and torch backends.
+
+- ``IBALayer``: the bottleneck as a Keras layer, the identity until an explanation runs.
+- ``IBA(targets, **config)``: ``estimate`` feature statistics and ``analyze`` inputs (one target:
+  the Per-Sample Bottleneck of Schulz et al., ICLR 2020; several: CoIBA, Hong et al., CVPR 2025).
+- ``IBACopy(model, layer)``: a copy of a Functional/Sequential model with the bottleneck after a
+  layer, sharing the original's weights, with an iNNvestigate-style ``fit`` / ``analyze``.
+
+The formulas are the NumPy reference's (``iba``); only the gradient with respect to ``alpha``
+comes from the running backend. Importing ``iba_tf`` imports Keras (and, through it, the
+backend's framework), nothing else.
+"""
+
+from iba_tf.copy_model import NEURON_SELECTION_MODES, IBACopy
+from iba_tf.explainer import IBA
+from iba_tf.layer import IBALayer
+
+__all__ = ["IBA", "NEURON_SELECTION_MODES", "IBACopy", "IBALayer"]

@@ -1,0 +1,93 @@
+"""The one backend-specific piece: the gradient of the objective with respect to ``alpha``.
+
+``make_step(objective, lr, variables)`` returns one compiled optimisation step
+``(alpha, mu, nu, count, *args) -> (alpha, mu, nu, losses)``: the loss and its gradient with
+respect to ``alpha`` from the running backend's autodiff (TensorFlow ``GradientTape`` inside a
+``tf.function``; ``jax.value_and_grad`` inside ``jax.jit``, with the model's variables passed
+through a ``keras.StatelessScope``; torch autograd), then the reference's Adam update. Each
+backend's framework is imported here, lazily, only for the backend that runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+
+from iba_tf import _ops
+
+Objective = Callable[..., "tuple[Any, Any]"]  # (alpha, *args) -> (total loss, loss per input)
+
+
+def make_step(objective: Objective, lr: float, variables: Sequence[Any]) -> Callable:
+    """One compiled step ``(alpha, mu, nu, count, *args) -> (alpha, mu, nu, losses)``.
+
+    ``variables`` are the Keras variables the model reads (only the JAX backend needs them:
+    they enter its compiled function as arguments, so later weight changes are seen).
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tensorflow_step(objective, lr)
+    if backend == "jax":
+        return _jax_step(objective, lr, list(variables))
+    if backend == "torch":
+        return _torch_step(objective, lr)
+    raise NotImplementedError(
+        f"iba_tf supports the Keras backends tensorflow, jax and torch, not {backend!r}"
+    )
+
+
+def _tensorflow_step(objective: Objective, lr: float) -> Callable:
+    import tensorflow as tf
+
+    @tf.function  # one trace per input shape: the objective needs N and F statically
+    def step(alpha, mu, nu, count, *args):
+        with tf.GradientTape() as tape:
+            tape.watch(alpha)
+            total, losses = objective(alpha, *args)
+        grad = tape.gradient(total, alpha)
+        return (*_ops.adam_update(grad, mu, nu, count, alpha, lr), losses)
+
+    return step
+
+
+def _jax_step(objective: Objective, lr: float, variables: list) -> Callable:
+    import jax
+
+    def step(values, alpha, mu, nu, count, *args):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            (_, losses), grad = jax.value_and_grad(objective, has_aux=True)(alpha, *args)
+        return (*_ops.adam_update(grad, mu, nu, count, alpha, lr), losses)
+
+    compiled = jax.jit(step)
+
+    def run(alpha, mu, nu, count, *args):
+        return compiled([v.value for v in variables], alpha, mu, nu, count, *args)
+
+    return run
+
+
+def _torch_step(objective: Objective, lr: float) -> Callable:
+    import torch
+
+    def step(alpha, mu, nu, count, *args):
+        alpha = alpha.detach().requires_grad_(True)
+        with torch.enable_grad():
+            total, losses = objective(alpha, *args)
+            (grad,) = torch.autograd.grad(total, [alpha])
+        with torch.no_grad():
+            return (*_ops.adam_update(grad, mu, nu, count, alpha.detach(), lr), losses.detach())
+
+    return step
+
+
+def no_grad() -> Any:
+    """A context without gradient recording (torch); a no-op elsewhere."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.no_grad()
+    import contextlib
+
+    return contextlib.nullcontext()
