@@ -243,7 +243,7 @@ class IBA:
         rows = ops.convert_to_tensor(
             np.zeros(1, np.int32) if labels is None else np.repeat(labels, batch)
         )
-        key = (id(plan), id(loss_fn) if loss_fn is not None else "target")
+        key = (id(plan), loss_fn)  # the function itself: an id could be reused after it is freed
         if key not in self._steps:
             objective = _objective(plan, runner, config, loss_fn)
             self._steps[key] = _backend.make_step(objective, config.lr, runner.variables)
