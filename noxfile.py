@@ -20,18 +20,23 @@ BACKENDS = {
     "numpy": ([".[test,plot]", "tqdm"], {"MPLBACKEND": "Agg"}, "tests/numpy"),
     # The demo's model and photos, and Captum to check the baselines against.
     "torch": ([TORCH, ".[demo,test]", "captum", *DATA], {"MPLBACKEND": "Agg"}, "tests/torch"),
-    "keras-tensorflow": ([".[tf,test]", *DATA], {"KERAS_BACKEND": "tensorflow"}, "tests/keras"),
+    # The Keras and Flax sessions also get the demo's data: the ports of EfficientNet-Lite0.
+    "keras-tensorflow": (
+        [".[tf,test,demo-data]", *DATA],
+        {"KERAS_BACKEND": "tensorflow", "MPLBACKEND": "Agg"},
+        "tests/keras",
+    ),
     "keras-jax": (
-        [".[test]", "keras>=3.3", "jax>=0.4.30", "tqdm", *DATA],
-        {"KERAS_BACKEND": "jax"},
+        [".[test,demo-data]", "keras>=3.3", "jax>=0.4.30", "tqdm", *DATA],
+        {"KERAS_BACKEND": "jax", "MPLBACKEND": "Agg"},
         "tests/keras",
     ),
     "keras-torch": (
-        [TORCH, ".[test]", "keras>=3.3", "tqdm", *DATA],
-        {"KERAS_BACKEND": "torch"},
+        [TORCH, ".[test,demo-data]", "keras>=3.3", "tqdm", *DATA],
+        {"KERAS_BACKEND": "torch", "MPLBACKEND": "Agg"},
         "tests/keras",
     ),
-    "flax": ([".[jax,test]", *DATA], {}, "tests/flax"),
+    "flax": ([".[jax,test,demo-data]", *DATA], {"MPLBACKEND": "Agg"}, "tests/flax"),
 }
 
 
@@ -41,7 +46,7 @@ def tests(session: nox.Session, backend: str) -> None:
     """Unit tests of one backend."""
     packages, env, path = BACKENDS[backend]
     session.install(*packages)
-    if backend == "torch":
+    if backend != "numpy":
         session.install("--no-deps", "imgaug")  # ships the quokka photo; only its files are read
     session.run("pytest", path, *session.posargs, env={"IBA_BACKEND": backend, **env})
 
@@ -49,8 +54,9 @@ def tests(session: nox.Session, backend: str) -> None:
 @nox.session
 def conformance(session: nox.Session) -> None:
     """Every backend against the NumPy reference."""
-    session.install(TORCH, ".[all,test]")
-    session.run("pytest", "conformance", *session.posargs)
+    session.install(TORCH, ".[all,demo,test]")
+    session.install("--no-deps", "imgaug")
+    session.run("pytest", "conformance", *session.posargs, env={"MPLBACKEND": "Agg"})
 
 
 @nox.session

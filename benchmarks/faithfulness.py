@@ -121,7 +121,7 @@ def imagenet(args: argparse.Namespace) -> None:
     model = runner.model
     names = [*photos.EXPLAINED, *photos.ESTIMATION][: args.images]
     crops = np.stack([photos.center_crop(photos.photo(name))[0] for name in names])
-    x = runner.preprocess(crops)
+    x = runner.inputs(crops)
     with torch.inference_mode():
         target = model(x).argmax(1)
     classes = photos.imagenet_classes()

@@ -58,7 +58,7 @@ def _fit_or_load(run, explainer, layer: str, samples: int, model_id: str):
     import iba
     from iba.demo import photos
 
-    path = cache_dir() / f"{model_id}_{run.name}_{layer}_{samples}.npz"
+    path = cache_dir() / f"{model_id}_{run.name}_{run.native_layer(layer)}_{samples}.npz"
     if path.is_file():
         try:
             explainer.load_estimators(path)
@@ -83,8 +83,8 @@ def _explain(args, images: dict[str, np.ndarray], boxes: dict | None = None) -> 
         run = runners.runner(args.backend, _load_user_model(args.model) if args.model else None)
     except (runners.Unavailable, ValueError) as err:
         raise UserError(str(err)) from None
-    layer = args.layer or runners.DEFAULT_LAYER.get(run.name)
-    if layer not in run.layer_names():
+    layer = args.layer or runners.DEFAULT_LAYER
+    if not run.has_layer(layer):
         names = run.layer_names()
         shown = ", ".join(names[:40]) + (", ..." if len(names) > 40 else "")
         raise UserError(f"--layer {layer!r} not found in the model; layers are: {shown}")

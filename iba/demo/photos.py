@@ -84,6 +84,18 @@ def quokka_box() -> tuple[int, int, int, int]:
     return int(box["x1"]), int(box["y1"]), int(box["x2"]), int(box["y2"])
 
 
+def quokka_crop_box(size: int = 224) -> tuple[int, int, int, int]:
+    """The quokka's box in its :func:`center_crop` of ``size`` pixels, clipped to the crop."""
+    _, (scale, top, left) = center_crop(photo("quokka"), size)
+    x1, y1, x2, y2 = quokka_box()
+    return (
+        max(0, round(x1 * scale) - left),
+        max(0, round(y1 * scale) - top),
+        min(size, round(x2 * scale) - left),
+        min(size, round(y2 * scale) - top),
+    )
+
+
 def center_crop(image: np.ndarray, size: int = 224) -> tuple[np.ndarray, tuple[float, int, int]]:
     """Resize the short side to ``size`` and crop the centre; returns the crop and
     ``(scale, top, left)`` to map boxes into it."""

@@ -45,14 +45,7 @@ def test_demo_predicts_a_cat_for_chelsea(tmp_path, demo_run, capsys):
 def test_quokka_heatmap_falls_inside_its_box(demo_run):
     _, out, _, _ = demo_run
     heat = np.load(out / "quokka.npy")
-    _, (scale, top, left) = photos.center_crop(photos.photo("quokka"))
-    x1, y1, x2, y2 = photos.quokka_box()
-    box = [
-        max(0, round(x1 * scale) - left),
-        max(0, round(y1 * scale) - top),
-        min(224, round(x2 * scale) - left),
-        min(224, round(y2 * scale) - top),
-    ]
+    box = photos.quokka_crop_box()
     result = iba.evaluation.bounding_box_ratio(heat[None], [box], max_box_fraction=1.0)
     share = (box[2] - box[0]) * (box[3] - box[1]) / 224**2
     assert result.mean > share + 0.2, (result.mean, share)
