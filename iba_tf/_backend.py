@@ -1,4 +1,6 @@
-"""The one backend-specific piece: the gradient of the objective with respect to ``alpha``.
+"""The backend-specific pieces: gradients from the running backend's autodiff, of the objective
+with respect to ``alpha`` (``make_step``) and of a score with respect to the input
+(``make_input_gradient``, for the baselines).
 
 ``make_step(objective, lr, variables)`` returns one compiled optimisation step
 ``(alpha, mu, nu, count, *args) -> (alpha, mu, nu, losses)``: the loss and its gradient with
@@ -91,3 +93,49 @@ def no_grad() -> Any:
     import contextlib
 
     return contextlib.nullcontext()
+
+
+def make_input_gradient(score: Callable[..., Any], variables: Sequence[Any]) -> Callable:
+    """``(x, *args) -> d score(x, *args) / d x`` from the running backend's autodiff.
+
+    ``score`` returns a scalar (written with ``keras.ops``). Compiled like :func:`make_step`:
+    a ``tf.function`` around a ``GradientTape``; ``jax.grad`` inside ``jax.jit`` with the
+    ``variables`` the score reads passed through a ``keras.StatelessScope``; torch autograd with
+    respect to the input only (no parameter's ``.grad`` is touched).
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(reduce_retracing=True)
+        def tf_gradient(x, *args):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                total = score(x, *args)
+            return tape.gradient(total, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+        return tf_gradient
+    if backend == "jax":
+        import jax
+
+        held = list(variables)
+
+        def jax_gradient(values, x, *args):
+            with keras.StatelessScope(state_mapping=list(zip(held, values))):
+                return jax.grad(score)(x, *args)
+
+        compiled = jax.jit(jax_gradient)
+        return lambda x, *args: compiled([v.value for v in held], x, *args)
+    if backend == "torch":
+        import torch
+
+        def torch_gradient(x, *args):
+            x = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                (grad,) = torch.autograd.grad(score(x, *args), [x], allow_unused=True)
+            return torch.zeros_like(x) if grad is None else grad
+
+        return torch_gradient
+    raise NotImplementedError(
+        f"iba_tf supports the Keras backends tensorflow, jax and torch, not {backend!r}"
+    )
