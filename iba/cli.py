@@ -77,6 +77,8 @@ def _fit_or_load(run, explainer, layer: str, samples: int, model_id: str):
 
 
 def _explain(args, images: dict[str, np.ndarray], boxes: dict | None = None) -> int:
+    from tqdm.auto import tqdm
+
     from iba.demo import photos, runners
 
     try:
@@ -103,7 +105,9 @@ def _explain(args, images: dict[str, np.ndarray], boxes: dict | None = None) -> 
     probabilities = run.predict(batch)
     targets = probabilities.argmax(1)
     start = time.perf_counter()
-    heatmaps = run.analyze(explainer, batch, targets)
+    heatmaps = []
+    for i in tqdm(range(len(batch)), desc="IBA explain", unit="image"):
+        heatmaps.append(run.analyze(explainer, batch[i : i + 1], targets[i : i + 1])[0])
     seconds = time.perf_counter() - start
     print(f"explained {len(batch)} image(s) in {seconds:.1f} s")
 
