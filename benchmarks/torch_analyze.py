@@ -133,7 +133,7 @@ def plain_cnn():
         torch.nn.Flatten(), torch.nn.Linear(256, 1000),
     ]  # fmt: skip
     model = torch.nn.Sequential(*layers).eval()
-    cut = 10  # after the 4th conv's ReLU ("9"), 64 x 16 x 16
+    cut = 10  # after the second MaxPool ("9", behind the 4th conv), 64 x 16 x 16
     image = torch.randn(1, 3, 64, 64)
     return (
         "plain CNN (8 convs) @ 9, 64 px",

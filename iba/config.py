@@ -95,3 +95,23 @@ class Config:
 def coiba_config(**changes: object) -> Config:
     """The defaults of CoIBA (Hong et al., CVPR 2025; SPEC section 4): ``beta = 1``, no smoothing."""
     return Config(**{"beta": 1.0, "sigma": None, **changes})
+
+
+def for_targets(n_targets: int, config: Config | None = None, **fields: object) -> Config:
+    """The config of an explainer with ``n_targets`` target layers, as the adapters' ``IBA`` takes
+    it: ``config`` itself, or built from ``fields`` (``Config`` defaults for one target, the CoIBA
+    defaults of :func:`coiba_config` for several). An unknown keyword names the known ones."""
+    if config is not None and fields:
+        raise TypeError(f"pass either config= or Config fields, not both (got {list(fields)})")
+    if config is None:
+        make = Config if n_targets == 1 else coiba_config
+        try:
+            config = make(**fields)
+        except TypeError as err:
+            if "unexpected keyword" not in str(err):
+                raise
+            known = ", ".join(Config.__dataclass_fields__)
+            raise TypeError(f"{err}; IBA config keywords are: {known}") from None
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be an iba.Config, got {type(config).__name__}")
+    return config

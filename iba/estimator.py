@@ -217,12 +217,36 @@ def save_estimators(path: str | os.PathLike, estimators: list[Estimator]) -> Non
     np.savez(path, **arrays)
 
 
-def load_estimators(path: str | os.PathLike) -> list[Estimator]:
-    """Read the estimators written by ``save_estimators`` (or a single ``Estimator.save``)."""
+def load_estimators(path: str | os.PathLike, targets: list | None = None) -> list[Estimator]:
+    """Read the estimators written by ``save_estimators`` (or a single ``Estimator.save``).
+
+    ``targets``: the explainer's target layers; the file must hold one estimator per target.
+    """
     with np.load(path, allow_pickle=False) as data:
         if "count" not in data.files:
-            return [Estimator.from_arrays(data, source=str(path))]
-        return [
-            Estimator.from_arrays(data, prefix=f"{i}/", source=str(path))
-            for i in range(int(data["count"]))
-        ]
+            estimators = [Estimator.from_arrays(data, source=str(path))]
+        else:
+            estimators = [
+                Estimator.from_arrays(data, prefix=f"{i}/", source=str(path))
+                for i in range(int(data["count"]))
+            ]
+    if targets is not None and len(estimators) != len(targets):
+        raise ValueError(
+            f"{os.fspath(path)} holds {len(estimators)} estimator(s), this explainer has "
+            f"{len(targets)} target(s): {list(targets)}"
+        )
+    return estimators
+
+
+def require_estimators(estimators: list[Estimator], targets: list) -> None:
+    """Raise unless there is one estimator per target (the adapters' check before analysis)."""
+    if not estimators:
+        raise RuntimeError(
+            "no feature statistics yet: call estimate(model, data) or load_estimators(path) "
+            "before analyze()"
+        )
+    if len(estimators) != len(targets):
+        raise ValueError(
+            f"{len(estimators)} estimator(s) for {len(targets)} target(s): {list(targets)}; "
+            "estimate() again or load the estimators saved for these targets"
+        )

@@ -52,18 +52,7 @@ class IBA:
         **fields: Any,
     ):
         self.paths = _hooks.to_paths(targets)
-        if config is not None and fields:
-            raise TypeError(f"pass either config= or Config fields, not both (got {list(fields)})")
-        if config is None:
-            make = iba.Config if len(self.paths) == 1 else iba.coiba_config
-            try:
-                config = make(**fields)
-            except TypeError as err:
-                known = ", ".join(f.name for f in iba.Config.__dataclass_fields__.values())
-                raise TypeError(f"{err}; IBA config keywords are: {known}") from None
-        if not isinstance(config, iba.Config):
-            raise TypeError(f"config must be an iba.Config, got {type(config).__name__}")
-        self.config = config
+        self.config = iba.config.for_targets(len(self.paths), config, **fields)
         self.layout = None if layout is None else iba.layout.check_layout(layout)
         self.estimators: list[iba.Estimator] = []
 
@@ -170,21 +159,11 @@ class IBA:
 
     def load_estimators(self, path: str | os.PathLike) -> list[iba.Estimator]:
         """Read estimators written by ``save_estimators``; checked against the layers at analysis."""
-        estimators = iba.load_estimators(path)
-        if len(estimators) != len(self.paths):
-            raise ValueError(
-                f"{path} holds {len(estimators)} estimator(s), this explainer has "
-                f"{len(self.paths)} target(s): {self.targets}"
-            )
-        self.estimators = estimators
-        return estimators
+        self.estimators = iba.load_estimators(path, self.targets)
+        return self.estimators
 
     def _require_estimators(self) -> None:
-        if not self.estimators:
-            raise RuntimeError(
-                "no feature statistics yet: call estimate(model, data) or load_estimators(path) "
-                "before analyze()"
-            )
+        iba.estimator.require_estimators(self.estimators, self.targets)
 
     # -- analysis --------------------------------------------------------------------------------
 
@@ -294,11 +273,7 @@ class IBA:
             yield fn, (dynamic, params, x, stats, noise_arg, labels), finish
 
     def _statistics(self, feature_shapes, dtype) -> tuple[_math.LayerStats, ...]:
-        if len(self.estimators) != len(self.paths):
-            raise ValueError(
-                f"{len(self.estimators)} estimator(s) for {len(self.paths)} target(s): "
-                "estimate again"
-            )
+        self._require_estimators()
         stats = []
         for path, est, shape in zip(self.paths, self.estimators, feature_shapes):
             try:

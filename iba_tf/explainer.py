@@ -55,17 +55,7 @@ class IBA:
         self.targets = list(targets) if many else [targets]
         if not self.targets:
             raise ValueError("IBA needs at least one target layer")
-        if config is not None and fields:
-            raise TypeError(f"pass either config= or Config fields, not both (got {list(fields)})")
-        if config is None:
-            make = iba.coiba_config if len(self.targets) > 1 else iba.Config
-            try:
-                config = make(**fields)
-            except TypeError as err:
-                known = ", ".join(iba.Config.__dataclass_fields__)
-                raise TypeError(f"{err}; IBA config keywords are: {known}") from None
-        if not isinstance(config, iba.Config):
-            raise TypeError(f"config must be an iba.Config, got {type(config).__name__}")
+        config = iba.config.for_targets(len(self.targets), config, **fields)
         if layout not in (None, "channels_last", "channels_first"):
             raise ValueError(
                 f"layout must be 'channels_last' or 'channels_first' (token features are "
@@ -160,25 +150,15 @@ class IBA:
 
     def load_estimators(self, path: str | os.PathLike) -> list[iba.Estimator]:
         """Read estimators written by ``save_estimators``; checked against the layers at analysis."""
-        estimators = iba.load_estimators(path)
-        if len(estimators) != len(self.targets):
-            raise ValueError(
-                f"{path} holds {len(estimators)} estimator(s), this explainer has "
-                f"{len(self.targets)} target(s)"
-            )
-        self.estimators = estimators
-        return estimators
+        self.estimators = iba.load_estimators(path, self.targets)
+        return self.estimators
 
     def _require_estimators(self, plan: _Plan | None = None) -> None:
         if not self.estimators and plan is not None:
             stored = [layer.estimator() for layer in plan.layers]
             if all(est is not None for est in stored):  # statistics saved in the model
                 self.estimators = stored
-        if not self.estimators:
-            raise RuntimeError(
-                "no feature statistics yet: call estimate(model, data) or load_estimators(path) "
-                "before analyze()"
-            )
+        iba.estimator.require_estimators(self.estimators, self.targets)
 
     # -- analysis ----------------------------------------------------------------------------
 
@@ -289,10 +269,7 @@ class IBA:
         )
 
     def _statistics(self, layers: list[IBALayer], dtype: str) -> list[_ops.LayerStats]:
-        if len(self.estimators) != len(layers):
-            raise ValueError(
-                f"{len(self.estimators)} estimator(s) for {len(layers)} target(s): estimate again"
-            )
+        iba.estimator.require_estimators(self.estimators, [layer.name for layer in layers])
         stats = []
         for layer, est in zip(layers, self.estimators):
             try:

@@ -71,19 +71,7 @@ class IBA:
         **fields: Any,
     ):
         self._targets = _model.to_list(targets)
-        if config is not None and fields:
-            raise TypeError(f"pass either config= or Config fields, not both (got {list(fields)})")
-        if config is None:
-            make = iba.Config if len(self._targets) == 1 else iba.coiba_config
-            try:
-                config = make(**fields)
-            except TypeError as err:
-                if "unexpected keyword" not in str(err):
-                    raise
-                known = ", ".join(iba.Config.__dataclass_fields__)
-                raise TypeError(f"{err}; IBA config keywords are: {known}") from None
-        if not isinstance(config, iba.Config):
-            raise TypeError(f"config must be an iba.Config, got {type(config).__name__}")
+        config = iba.config.for_targets(len(self._targets), config, **fields)
         if strategy not in _split.STRATEGIES:
             raise ValueError(f"strategy must be one of {_split.STRATEGIES}, got {strategy!r}")
         self.config = config
@@ -178,28 +166,14 @@ class IBA:
 
     def load_estimators(self, path: str | os.PathLike) -> list[iba.Estimator]:
         """Read estimators written by ``save_estimators``; checked against the layers at analysis."""
-        estimators = iba.load_estimators(path)
-        if len(estimators) != len(self._targets):
-            raise ValueError(
-                f"{os.fspath(path)} holds {len(estimators)} estimator(s), this explainer has "
-                f"{len(self._targets)} target(s): {self.targets}"
-            )
-        self.estimators = estimators
-        return estimators
+        self.estimators = iba.load_estimators(path, self.targets)
+        return self.estimators
 
     def _require_estimators(self) -> None:
-        if not self.estimators:
-            raise RuntimeError(
-                "no feature statistics yet: call estimate(model, data) or load_estimators(path) "
-                "before analyze()"
-            )
+        iba.estimator.require_estimators(self.estimators, self.targets)
 
     def _statistics(self, shapes: list[tuple[int, ...]], like: torch.Tensor):
-        if len(self.estimators) != len(self._targets):
-            raise ValueError(
-                f"{len(self.estimators)} estimator(s) for {len(self._targets)} target(s): "
-                "estimate again"
-            )
+        self._require_estimators()
         stats = []
         for target, est, shape in zip(self._targets, self.estimators, shapes):
             name = target if isinstance(target, str) else type(target).__name__

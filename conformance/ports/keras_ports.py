@@ -21,7 +21,7 @@ def keras_name(name: str) -> str:
     return name.replace(".", "_")
 
 
-def _linear(weight, bias, name, dtype, tokens=0):
+def linear(weight, bias, name, dtype, tokens=0):
     spec = "btd,de->bte" if tokens else "bd,de->be"
     shape = (tokens, weight.shape[0]) if tokens else weight.shape[0]
     layer = layers.EinsumDense(spec, shape, bias_axes="e", name=name, dtype=dtype)
@@ -78,7 +78,7 @@ class Attention(layers.Layer):
         return self.proj(ops.reshape(ops.einsum("nhts,nshe->nthe", attn, v), (-1, t, d)))
 
 
-def _gelu(x):
+def gelu(x):
     c = float(np.sqrt(2 / np.pi))
     return 0.5 * x * (1 + (1 - 2 / (ops.exp(2 * c * (x + 0.044715 * x**3)) + 1)))
 
@@ -101,7 +101,7 @@ def _cnn(weights, targets, dtype, bottleneck):
             x = layers.Flatten(name="flatten", dtype=dtype)(x)
             w = np.asarray(weights["fc.weight"])
             w = w.reshape(w.shape[0], c, hw, hw).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
-            x = _linear(w, weights["fc.bias"], name, dtype)(x)
+            x = linear(w, weights["fc.bias"], name, dtype)(x)
         if name in targets:
             x = bottleneck(name, x)
     return inputs, x
@@ -122,7 +122,7 @@ def _vit(weights, targets, dtype, bottleneck):
     x = Embed(p["cls_token"], p["pos_embed"], name="patch_embed", dtype=dtype)(x)
 
     def lin(name):
-        return _linear(p[f"{name}.weight"], p[f"{name}.bias"], keras_name(name), dtype, n_tokens)
+        return linear(p[f"{name}.weight"], p[f"{name}.bias"], keras_name(name), dtype, n_tokens)
 
     def norm(name):
         return LayerNorm(p[f"{name}.weight"], p[f"{name}.bias"], name=keras_name(name), dtype=dtype)
@@ -141,11 +141,11 @@ def _vit(weights, targets, dtype, bottleneck):
         )
         x = layers.Add(name=keras_name(f"{b}.attn_residual"), dtype=dtype)([x, attn(h)])
         h = norm(f"{b}.norm2")(x)
-        h = lin(f"{b}.mlp.fc2")(layers.Activation(_gelu, dtype=dtype)(lin(f"{b}.mlp.fc1")(h)))
+        h = lin(f"{b}.mlp.fc2")(layers.Activation(gelu, dtype=dtype)(lin(f"{b}.mlp.fc1")(h)))
         x = layers.Add(name=keras_name(b), dtype=dtype)([x, h])
     x = norm("norm")(x)
     x = layers.Lambda(lambda t: t[:, 0], dtype=dtype)(x)
-    return inputs, _linear(p["head.weight"], p["head.bias"], "head", dtype)(x)
+    return inputs, linear(p["head.weight"], p["head.bias"], "head", dtype)(x)
 
 
 def model(architecture: str, weights: dict, targets, dtype: str):

@@ -1,29 +1,18 @@
 """Keras ports of the reference's NumPy networks (same weights) and the MNIST test CNN.
 
-The ports are written so that float64 stays float64 on every Keras backend: Keras' torch backend
-computes ``matmul`` (hence ``Dense``) of float64 in float32 and its JAX and torch backends
-compute ``ops.mean`` of float64 at float32 precision, so linear maps use ``EinsumDense`` and the
-layer norm divides sums.
+Built from the conformance suite's float64-safe layers (``conformance.ports.keras_ports``: linear
+maps as ``EinsumDense``, a layer norm that divides sums, GELU's tanh from ``exp``), with the
+``IBALayer`` placements and layouts these tests need.
 """
 
 from __future__ import annotations
 
 import keras
-import numpy as np
-from keras import layers, ops
+from keras import layers
 
 import iba_tf
+from conformance.ports.keras_ports import Attention, Embed, LayerNorm, gelu, keras_name, linear
 from iba import nn
-
-
-def linear(weight: np.ndarray, bias: np.ndarray, name: str, dtype: str, tokens: int = 0):
-    """A ``Linear(weight (out, in), bias)`` as a float64-safe ``EinsumDense`` (on ``tokens``)."""
-    spec = "btd,de->bte" if tokens else "bd,de->be"
-    shape = (tokens, weight.shape[0]) if tokens else weight.shape[0]
-    layer = layers.EinsumDense(spec, shape, bias_axes="e", name=name, dtype=dtype)
-    layer.build((None, tokens, weight.shape[1]) if tokens else (None, weight.shape[1]))
-    layer.set_weights([weight.T, bias])
-    return layer
 
 
 def tiny_cnn(
@@ -67,68 +56,6 @@ def tiny_cnn(
                 x = bottleneck(x)
             bottlenecks[name] = bottleneck
     return keras.Model(inputs, x, name="tiny_cnn"), bottlenecks
-
-
-class LayerNorm(layers.Layer):
-    """``iba.nn.vit.LayerNorm`` (eps 1e-6), with sums instead of ``ops.mean``."""
-
-    def __init__(self, weight, bias, **kwargs):
-        super().__init__(**kwargs)
-        self.gamma = self.add_weight(shape=weight.shape, initializer="ones", name="weight")
-        self.beta = self.add_weight(shape=bias.shape, initializer="zeros", name="bias")
-        self.set_weights([weight, bias])
-
-    def call(self, x):
-        d = x.shape[-1]
-        mean = ops.sum(x, axis=-1, keepdims=True) / d
-        var = ops.sum((x - mean) ** 2, axis=-1, keepdims=True) / d
-        return (x - mean) / ops.sqrt(var + 1e-6) * self.gamma + self.beta
-
-
-class Embed(layers.Layer):
-    """Patch tokens ``(N, P, D)`` to ``[cls, tokens] + pos_embed``."""
-
-    def __init__(self, cls_token, pos_embed, **kwargs):
-        super().__init__(**kwargs)
-        self.cls = self.add_weight(shape=cls_token.shape, initializer="zeros", name="cls_token")
-        self.pos = self.add_weight(shape=pos_embed.shape, initializer="zeros", name="pos_embed")
-        self.set_weights([cls_token, pos_embed])
-
-    def call(self, tokens):
-        cls = ops.broadcast_to(self.cls, (ops.shape(tokens)[0], 1, tokens.shape[-1]))
-        return ops.concatenate([cls, tokens], axis=1) + self.pos
-
-
-class Attention(layers.Layer):
-    """``iba.nn.vit.Attention``: one ``qkv`` map, softmax attention per head, ``proj``."""
-
-    def __init__(self, qkv, proj, heads, **kwargs):
-        super().__init__(**kwargs)
-        self.qkv, self.proj, self.heads = qkv, proj, heads
-
-    def call(self, x):
-        t, d = x.shape[1], x.shape[2]
-        h = self.heads
-        qkv = ops.reshape(self.qkv(x), (-1, t, 3, h, d // h))
-        q, k, v = (qkv[:, :, i] for i in range(3))  # (N, T, h, d/h)
-        scores = ops.einsum("nthe,nshe->nhts", q, k) * (d // h) ** -0.5
-        scores = ops.exp(scores - ops.max(scores, axis=-1, keepdims=True))
-        attn = scores / ops.sum(scores, axis=-1, keepdims=True)
-        out = ops.reshape(ops.einsum("nhts,nshe->nthe", attn, v), (-1, t, d))
-        return self.proj(out)
-
-
-def gelu(x):
-    """The tanh approximation, as ``iba.nn.vit.GELU`` (tanh from exp: Keras' JAX backend computes
-    ``ops.tanh`` of float64 at float32 precision)."""
-    c = float(np.sqrt(2 / np.pi))
-    tanh = 1 - 2 / (ops.exp(2 * c * (x + 0.044715 * x**3)) + 1)
-    return 0.5 * x * (1 + tanh)
-
-
-def keras_name(timm_name: str) -> str:
-    """``blocks.0.norm1`` as ``blocks_0_norm1``: Keras' torch backend rejects dots in names."""
-    return timm_name.replace(".", "_")
 
 
 def tiny_vit(

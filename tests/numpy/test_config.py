@@ -33,3 +33,22 @@ def test_defaults_are_the_papers():
 def test_bad_values_raise_clear_errors(changes, message):
     with pytest.raises((ValueError, TypeError), match=message):
         iba.Config(**changes)
+
+
+def test_for_targets_picks_the_defaults_by_the_number_of_targets():
+    assert iba.config.for_targets(1) == iba.Config()
+    assert iba.config.for_targets(3) == iba.coiba_config()
+    assert iba.config.for_targets(3, beta=2.0).beta == 2.0
+    given = iba.Config(steps=3)
+    assert iba.config.for_targets(2, given) is given
+
+
+def test_for_targets_errors_name_the_problem():
+    with pytest.raises(TypeError, match="IBA config keywords are: beta, steps"):
+        iba.config.for_targets(1, betta=3)
+    with pytest.raises(TypeError, match="not both"):
+        iba.config.for_targets(1, iba.Config(), beta=2.0)
+    with pytest.raises(TypeError, match="config must be an iba.Config, got dict"):
+        iba.config.for_targets(1, {"beta": 2.0})
+    with pytest.raises(ValueError, match="beta must be >= 0"):
+        iba.config.for_targets(1, beta=-1.0)

@@ -128,3 +128,22 @@ def test_wrong_shapes_and_layouts_are_rejected():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert est.n_samples == 2
+
+
+def test_load_checks_the_count_against_the_targets(tmp_path):
+    est = iba.Estimator(layout="channels_first")
+    est.update(np.random.default_rng(0).standard_normal((4, 2, 3, 3)))
+    path = tmp_path / "one.npz"
+    iba.save_estimators(path, [est])
+    assert len(iba.load_estimators(path, ["conv1"])) == 1
+    with pytest.raises(ValueError, match=r"holds 1 estimator\(s\), this explainer has 2 target"):
+        iba.load_estimators(path, ["conv1", "conv2"])
+
+
+def test_require_estimators_says_what_to_do():
+    with pytest.raises(RuntimeError, match="call estimate"):
+        iba.estimator.require_estimators([], ["conv1"])
+    est = iba.Estimator(layout="tokens")
+    with pytest.raises(ValueError, match=r"1 estimator\(s\) for 2 target\(s\)"):
+        iba.estimator.require_estimators([est], ["a", "b"])
+    iba.estimator.require_estimators([est], ["a"])  # one per target: no error
