@@ -107,7 +107,8 @@ def degradation(
             recorded, as in the paper) or ``"raw"`` (the target's output as returned, e.g. for a
             model that already returns probabilities).
         data_format: ``"channels_last"`` or ``"channels_first"``.
-        batch_size: perturbed images per model call.
+        batch_size: perturbed images per model call (on a CPU, small batches of 8 to 16 are often
+            fastest: EfficientNet-Lite0 on 2 cores runs a third faster at 8 than at 64).
         progress: show a tqdm progress bar (if tqdm is installed).
 
     Returns:
