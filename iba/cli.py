@@ -97,7 +97,10 @@ def _explain(args, images: dict[str, np.ndarray], boxes: dict | None = None) -> 
         raise UserError(str(err)) from None
 
     crops = {name: photos.center_crop(image)[0] for name, image in images.items()}
-    model_id = "custom" if args.model else "efficientnet-lite0"
+    # the cache is per model: the bundled one, or the module:function that built yours
+    model_id = (
+        args.model.replace(":", "-").replace("/", "-") if args.model else "efficientnet-lite0"
+    )
     _fit_or_load(run, explainer, layer, args.samples, model_id)
 
     classes = photos.imagenet_classes() if not args.model else None

@@ -80,3 +80,30 @@ def test_explain_a_users_image(tmp_path, demo_run):
     Image.fromarray(np.asarray(photos.photo("coffee"))).save(image)
     assert cli.main(["explain", str(image), "--out", str(tmp_path / "o"), *FAST]) == 0
     assert np.load(tmp_path / "o" / "coffee.npy").shape == (224, 224)
+
+
+def small_cnn():
+    """A user's model for ``--model test_cli:small_cnn`` (seeded: the same model every call)."""
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=4), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5),
+    )  # fmt: skip
+
+
+def test_explain_with_the_users_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("IBA_CACHE", str(tmp_path / "cache"))
+    image = tmp_path / "cat.png"
+    from PIL import Image
+
+    Image.fromarray(np.asarray(photos.photo("chelsea"))).save(image)
+    spec = f"{__name__}:small_cnn"
+    argv = ["explain", str(image), "--model", spec, "--layer", "1", "--samples", "20"]
+    assert cli.main([*argv, "--steps", "2", "--out", str(tmp_path / "o")]) == 0
+    assert "cat: class " in capsys.readouterr().out  # no ImageNet names for a user's model
+    heat = np.load(tmp_path / "o" / "cat.npy")
+    assert heat.shape == (224, 224) and heat.max() > 0
+    cached = [p.name for p in (tmp_path / "cache").iterdir()]
+    assert cached == [f"{spec.replace(':', '-')}_torch_1_20.npz"]
