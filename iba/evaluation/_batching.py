@@ -157,3 +157,26 @@ def resolve_targets(
     if checked is None:
         return predicted_targets(model, build, n, batch_size, bar)
     return checked
+
+
+def evaluate_jobs(
+    model: Model,
+    x: np.ndarray,
+    to_input: Callable[[np.ndarray], np.ndarray],
+    targets: int | np.ndarray | None,
+    job_image: np.ndarray,
+    build: Callable[[np.ndarray], np.ndarray],
+    score: str,
+    batch_size: int,
+    desc: str,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(targets, scores)``: the checked (or predicted) target per image of ``x``, then the
+    target's score on every perturbed input ``build(indices)``; input ``j`` perturbs image
+    ``job_image[j]``. ``to_input`` turns images of ``x`` into the model's layout. One progress
+    bar over all model inputs."""
+    n, n_jobs = len(x), len(job_image)
+    with progress_bar(n_jobs + (n if targets is None else 0), desc, progress) as bar:
+        target = resolve_targets(model, targets, lambda i: to_input(x[i]), n, batch_size, bar)
+        values = evaluate(model, n_jobs, build, target[job_image], score, batch_size, bar)
+    return target, values

@@ -25,9 +25,7 @@ from iba.evaluation._batching import (
     Model,
     check_batch_size,
     check_score,
-    evaluate,
-    progress_bar,
-    resolve_targets,
+    evaluate_jobs,
 )
 from iba.evaluation._images import (
     check_heatmaps,
@@ -155,13 +153,10 @@ def degradation(
         np.copyto(batch, fill[img][:, None, None, :], where=removed[..., None])
         return to_model(batch, data_format)
 
-    with progress_bar(
-        len(job_step) + (n if targets is None else 0), "degradation", progress
-    ) as bar:
-        target = resolve_targets(
-            model, targets, lambda i: to_model(x[i], data_format), n, batch_size, bar
-        )
-        values = evaluate(model, len(job_step), build, target[job_image], score, batch_size, bar)
+    target, values = evaluate_jobs(
+        model, x, lambda images: to_model(images, data_format), targets, job_image, build, score,
+        batch_size, "degradation", progress,
+    )  # fmt: skip
 
     morf_raw = np.empty((n, n_steps))
     lerf_raw = np.empty((n, n_steps))

@@ -20,9 +20,7 @@ from iba.evaluation._batching import (
     Model,
     check_batch_size,
     check_score,
-    evaluate,
-    progress_bar,
-    resolve_targets,
+    evaluate_jobs,
 )
 from iba.evaluation._images import check_heatmaps, check_images, to_model, warn_constant
 from iba.evaluation.blur import gaussian_blur
@@ -99,11 +97,10 @@ def _curves(
         np.copyto(batch, end[img], where=changed[..., None])
         return to_model(batch, data_format)
 
-    with progress_bar(len(job_step) + (n if targets is None else 0), metric, progress) as bar:
-        target = resolve_targets(
-            model, targets, lambda i: to_model(x[i], data_format), n, batch_size, bar
-        )
-        values = evaluate(model, len(job_step), build, target[job_image], score, batch_size, bar)
+    target, values = evaluate_jobs(
+        model, x, lambda images: to_model(images, data_format), targets, job_image, build, score,
+        batch_size, metric, progress,
+    )  # fmt: skip
     curves = values.reshape(n, n_steps + 1)
     scores = auc(curves)
     return CurveResult(scores, float(scores.mean()), counts / n_pixels, curves, target)
