@@ -166,8 +166,17 @@ def parser() -> argparse.ArgumentParser:
     sub = main.add_subparsers(dest="command", required=True)
 
     def common(p):
-        p.add_argument("--backend", default="torch", help="torch, keras or jax (default torch)")
-        p.add_argument("--layer", help="target layer (default: _blocks.4 of EfficientNet-Lite0)")
+        p.add_argument(
+            "--backend",
+            default="torch",
+            help="torch (default), keras (the Keras 3 port, on the backend KERAS_BACKEND names) "
+            "or jax (the Flax port)",
+        )
+        p.add_argument(
+            "--layer",
+            help="target layer, PyTorch's module name (default _blocks.4 of EfficientNet-Lite0; "
+            "the Keras and Flax ports also take _blocks_4)",
+        )
         p.add_argument("--beta", type=float, help="weight of the information term (default 10)")
         p.add_argument("--steps", type=int, help="optimisation steps (default 10)")
         p.add_argument("--samples", type=int, default=1000, help="estimator samples (1000)")
