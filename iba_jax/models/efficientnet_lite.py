@@ -15,38 +15,14 @@ the bottom and right).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-BN_EPSILON = 1e-3  # batch_norm_epsilon of the PyTorch model's GlobalParams
-
-
-class BlockArgs(NamedTuple):
-    """One stage of MBConv blocks, as in ``efficientnet_lite_pytorch.utils.BlockArgs``."""
-
-    num_repeat: int
-    kernel_size: int
-    stride: int
-    expand_ratio: int
-    input_filters: int
-    output_filters: int
-
-
-# 'r1_k3_s11_e1_i32_o16', 'r2_k3_s22_e6_i16_o24', 'r2_k5_s22_e6_i24_o40', 'r3_k3_s22_e6_i40_o80',
-# 'r3_k5_s11_e6_i80_o112', 'r4_k5_s22_e6_i112_o192', 'r1_k3_s11_e6_i192_o320'
-LITE0_BLOCKS_ARGS = (
-    BlockArgs(1, 3, 1, 1, 32, 16),
-    BlockArgs(2, 3, 2, 6, 16, 24),
-    BlockArgs(2, 5, 2, 6, 24, 40),
-    BlockArgs(3, 3, 2, 6, 40, 80),
-    BlockArgs(3, 5, 1, 6, 80, 112),
-    BlockArgs(4, 5, 2, 6, 112, 192),
-    BlockArgs(1, 3, 1, 6, 192, 320),
-)
+from iba.demo.architecture import BN_EPSILON, CLASSES, HEAD_FILTERS, STEM_FILTERS, block_args
 
 
 def _conv(features: int, kernel_size: int, name: str, stride: int = 1, groups: int = 1) -> nn.Conv:
@@ -98,27 +74,15 @@ class EfficientNetLite0(nn.Module):
     and returns ``(N, num_classes)`` logits.
     """
 
-    num_classes: int = 1000
+    num_classes: int = CLASSES
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = _conv(32, 3, "_conv_stem", stride=2)(x)
+        x = _conv(STEM_FILTERS, 3, "_conv_stem", stride=2)(x)
         x = jax.nn.relu6(_batch_norm("_bn0")(x))
-        index = 0
-        for args in LITE0_BLOCKS_ARGS:
-            input_filters, stride = args.input_filters, args.stride
-            for _ in range(args.num_repeat):
-                x = MBConvBlock(
-                    args.kernel_size,
-                    stride,
-                    args.expand_ratio,
-                    input_filters,
-                    args.output_filters,
-                    name=f"_blocks_{index}",
-                )(x)
-                input_filters, stride = args.output_filters, 1
-                index += 1
-        x = _conv(1280, 1, "_conv_head")(x)
+        for index, args in enumerate(block_args()):
+            x = MBConvBlock(**args, name=f"_blocks_{index}")(x)
+        x = _conv(HEAD_FILTERS, 1, "_conv_head")(x)
         x = jax.nn.relu6(_batch_norm("_bn1")(x))
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, name="_fc")(x)

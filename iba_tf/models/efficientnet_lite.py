@@ -20,26 +20,22 @@ stochastic depth ("drop connect") PyTorch applies while training is not ported.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
-# efficientnet_lite_pytorch.utils.efficientnet_lite: repeats, kernel, strides, expansion, in, out
-BLOCKS_ARGS = (
-    "r1_k3_s11_e1_i32_o16",
-    "r2_k3_s22_e6_i16_o24",
-    "r2_k5_s22_e6_i24_o40",
-    "r3_k3_s22_e6_i40_o80",
-    "r3_k5_s11_e6_i80_o112",
-    "r4_k5_s22_e6_i112_o192",
-    "r1_k3_s11_e6_i192_o320",
+from iba.demo.architecture import (
+    BN_EPSILON,
+    CLASSES,
+    DROPOUT_RATE,
+    HEAD_FILTERS,
+    STEM_FILTERS,
+    block_args,
 )
-BN_EPSILON = 1e-3
+
 BN_MOMENTUM = 0.99  # Keras' convention; PyTorch's momentum=0.01
-DROPOUT_RATE = 0.2
 WEIGHTS = ("bundled", None)
 
 
@@ -49,26 +45,6 @@ def torch_name_to_keras(name: str) -> str:
     ``"_blocks.4"`` -> ``"_blocks_4"``; ``"_blocks.4._bn1"`` -> ``"_blocks_4__bn1"``.
     """
     return name.replace(".", "_")
-
-
-def block_args() -> Iterator[dict[str, int]]:
-    """The arguments of the 16 MBConv blocks, in order (each stage's repeats expanded).
-
-    A stage's first block changes the stride and the number of filters; its repeats keep them.
-    """
-    for text in BLOCKS_ARGS:
-        options = {part[0]: part[1:] for part in text.split("_")}
-        args = {
-            "input_filters": int(options["i"]),
-            "output_filters": int(options["o"]),
-            "kernel_size": int(options["k"]),
-            "stride": int(options["s"][0]),
-            "expand_ratio": int(options["e"]),
-        }
-        for repeat in range(int(options["r"])):
-            yield args
-            if repeat == 0:
-                args = {**args, "input_filters": args["output_filters"], "stride": 1}
 
 
 @keras.saving.register_keras_serializable(package="iba_tf")
@@ -236,18 +212,18 @@ def efficientnet_lite0(
         )
 
     inputs = keras.Input(shape=input_shape, name="images")
-    x = conv(32, 3, "_conv_stem", strides=2)(inputs)
+    x = conv(STEM_FILTERS, 3, "_conv_stem", strides=2)(inputs)
     x = batch_norm("_bn0")(x)
     x = keras.layers.ReLU(max_value=6.0, name="_swish_stem")(x)
     for index, args in enumerate(block_args()):
         block = torch_name_to_keras(f"_blocks.{index}")
         x = MBConvBlock(**args, epsilon=BN_EPSILON, kernel_initializer=init, name=block)(x)
-    x = conv(1280, 1, "_conv_head")(x)
+    x = conv(HEAD_FILTERS, 1, "_conv_head")(x)
     x = batch_norm("_bn1")(x)
     x = keras.layers.ReLU(max_value=6.0, name="_swish_head")(x)
     x = keras.layers.GlobalAveragePooling2D(data_format="channels_last", name="_avg_pooling")(x)
     x = keras.layers.Dropout(DROPOUT_RATE, name="_dropout")(x)
-    outputs = keras.layers.Dense(1000, kernel_initializer=init, name="_fc")(x)
+    outputs = keras.layers.Dense(CLASSES, kernel_initializer=init, name="_fc")(x)
     model = keras.Model(inputs, outputs, name=name)
     if weights == "bundled":
         from iba.demo.weights import efficientnet_lite0 as bundled
