@@ -99,7 +99,7 @@ class Backend:
 
     def standard_normal(self, shape: tuple[int, ...], seed: int | None) -> np.ndarray:
         """SmoothGrad's standard-normal draws ``(N, n_samples, *image)``: :func:`smoothgrad_noise`."""
-        return smoothgrad_noise(shape, seed)
+        return smoothgrad_noise(shape, seed, self.layout)
 
 
 class NumpyBackend(Backend):
@@ -306,10 +306,21 @@ def baseline_images(images: np.ndarray, baseline: str | float | Any, layout: str
         ) from None
 
 
-def smoothgrad_noise(shape: tuple[int, ...], seed: int | None = 0) -> np.ndarray:
-    """Standard-normal draws of ``shape`` (float64) from ``np.random.default_rng(seed)``;
-    ``seed=None`` draws fresh entropy. The same seed gives the same draws on every machine."""
-    return np.random.default_rng(seed).standard_normal(shape)
+def smoothgrad_noise(
+    shape: tuple[int, ...], seed: int | None = 0, layout: str = "channels_last"
+) -> np.ndarray:
+    """SmoothGrad's standard-normal draws ``(N, n_samples, *image)`` (float64) from
+    ``np.random.default_rng(seed)``; ``seed=None`` draws fresh entropy.
+
+    Drawn in the channels-last order ``(N, n_samples, H, W, C)`` and moved to ``(N, n_samples, C,
+    H, W)`` for ``layout="channels_first"``: the same seed gives every pixel and channel the same
+    draw on every machine, backend and layout.
+    """
+    rng = np.random.default_rng(seed)
+    if check_image_layout(layout) == "channels_first":
+        n, n_samples, channels, height, width = shape
+        return np.moveaxis(rng.standard_normal((n, n_samples, height, width, channels)), -1, 2)
+    return rng.standard_normal(shape)
 
 
 def noise_std(images: np.ndarray, noise_level: float) -> np.ndarray:
@@ -498,8 +509,8 @@ def smoothgrad(
         noise_level: the noise std as a share of each image's range: ``std = noise_level *
             (x.max() - x.min())`` (0.15, SPEC section 8).
         reduce: ``"max"`` or ``"sum"`` over channels of the mean ``|gradient|``.
-        seed: seeds the backend's draws (:func:`smoothgrad_noise` unless the backend has its own
-            generator); ``None`` draws fresh ones. The draws are ``(N, n_samples, *image)``
+        seed: seeds the draws (:func:`smoothgrad_noise`: the same noise for every framework and
+            layout); ``None`` draws fresh ones. The draws are ``(N, n_samples, *image)``
             standard normals, input-major.
         noise: the standard-normal draws themselves, ``(N, n_samples, *image)`` (instead of
             ``seed``), scaled by each image's std.

@@ -294,8 +294,8 @@ def smoothgrad(
             (x.max() - x.min())`` (0.15, SPEC section 8).
         reduce: ``"max"`` or ``"sum"`` over channels of the mean ``|gradient|``.
         seed: seeds the draws, ``np.random.default_rng(seed).standard_normal((N, n_samples,
-            H, W, C))`` (``iba.baselines.smoothgrad_noise``, as in ``iba_tf``); ``None`` draws
-            fresh ones.
+            H, W, C))`` (``iba.baselines.smoothgrad_noise``: the same noise as ``iba_torch`` and
+            ``iba_tf`` give for the same seed); ``None`` draws fresh ones.
         noise: the standard-normal draws themselves, ``(N, n_samples, H, W, C)`` (instead of
             ``seed``), scaled by each image's std.
         batch_size: noisy copies per call of the model.

@@ -253,9 +253,9 @@ def smoothgrad(
         noise_level: the noise std as a share of each image's range: ``std = noise_level *
             (x.max() - x.min())`` (0.15, SPEC section 8).
         reduce: ``"max"`` or ``"sum"`` over channels of the mean ``|gradient|``.
-        seed: seeds the draws, ``np.random.default_rng(seed).standard_normal((N, n_samples,
-            *image))`` (``iba.baselines.smoothgrad_noise``: the same on every backend and in
-            ``iba_jax``); ``None`` draws fresh ones.
+        seed: seeds the draws, ``iba.baselines.smoothgrad_noise`` (drawn channels-last: the
+            same noise on every Keras backend and layout, and in ``iba_torch`` and ``iba_jax``);
+            ``None`` draws fresh ones.
         noise: the standard-normal draws themselves, ``(N, n_samples, *image)`` (instead of
             ``seed``), scaled by each image's std.
         batch_size: noisy copies per call of the model.

@@ -122,14 +122,6 @@ class _Torch(reference.Backend):
         (grad,) = torch.autograd.grad(score, features)
         return _numpy(features), _numpy(grad)
 
-    def standard_normal(self, shape: tuple[int, ...], seed: int | None) -> np.ndarray:
-        """The draws from a ``torch.Generator`` seeded with ``seed`` (the global one if
-        ``None``): ``torch.randn((N * n_samples, C, H, W))`` in the default dtype."""
-        generator = None if seed is None else torch.Generator().manual_seed(int(seed))
-        n, n_samples, *image = shape
-        draws = torch.randn((n * n_samples, *image), generator=generator)
-        return _numpy(draws).reshape(shape)
-
 
 def _images(model: torch.nn.Module, x: Any) -> np.ndarray:
     """``x`` as a NumPy array in the model's floating dtype (checked by ``iba.baselines``)."""
@@ -250,8 +242,8 @@ def smoothgrad(
         noise_level: the noise std as a share of each image's range: ``std = noise_level *
             (x.max() - x.min())`` (0.15, SPEC section 8).
         reduce: ``"max"`` or ``"sum"`` over channels of the mean ``|gradient|``.
-        seed: seeds a ``torch.Generator`` on the CPU; ``None`` draws from the global generator.
-            The draws are ``(N * n_samples, C, H, W)`` standard normals, input-major.
+        seed: seeds the draws, ``iba.baselines.smoothgrad_noise`` (NumPy; the same noise as
+            ``iba_tf`` and ``iba_jax`` give for the same seed); ``None`` draws fresh ones.
         noise: the standard-normal draws themselves, ``(N, n_samples, C, H, W)`` (instead of
             ``seed``), scaled by each image's std.
         batch_size: noisy copies per forward pass.

@@ -286,3 +286,24 @@ def test_grad_cam_needs_a_layer_that_splits_the_graph(x):
     with pytest.raises(ValueError, match="needs a Functional or Sequential model"):
         baselines.grad_cam(subclassed, x, 0, layer="conv")
     assert baselines.saliency(subclassed, x, 0).shape == (N, H, W)  # gradients need no graph
+
+
+def test_smoothgrad_seed_gives_the_same_noise_in_either_layout(x):
+    rng = np.random.default_rng(3)
+    w1, w2 = rng.standard_normal((H, W, C, 6)), rng.standard_normal((6, K))
+
+    def mlp(shape, first_weights, name):  # a ReLU layer: the gradient depends on the noise
+        inputs = keras.Input(shape, dtype="float64")
+        hidden = dense(6, first_weights.reshape(-1, 6), np.zeros(6), f"{name}1")
+        h = layers.ReLU(dtype="float64")(hidden(layers.Flatten()(inputs)))
+        return keras.Model(inputs, dense(K, w2, np.zeros(K), f"{name}2")(h))
+
+    last = mlp((H, W, C), w1, "last")
+    first = mlp((C, H, W), np.moveaxis(w1, 2, 0), "first")  # the same map on (C, H, W) inputs
+    options = {"n_samples": 3, "noise_level": 0.5, "reduce": "sum"}
+    a = baselines.smoothgrad(last, x, 1, seed=7, **options)
+    b = baselines.smoothgrad(
+        first, np.moveaxis(x, -1, 1), 1, layout="channels_first", seed=7, **options
+    )
+    np.testing.assert_allclose(a, b, **TOL)
+    assert not np.allclose(a, baselines.smoothgrad(last, x, 1, seed=8, **options))

@@ -141,10 +141,9 @@ def test_smoothgrad_matches_captum_noise(model, x, reduce):
 
 
 def test_smoothgrad_seed_is_the_noise(model, x):
-    draws = torch.randn(N * 10, C, H, W, generator=torch.Generator().manual_seed(5))
-    by_noise = baselines.smoothgrad(
-        model, x, TARGET, n_samples=10, noise=draws.reshape(N, 10, C, H, W)
-    )
+    # the same draws as Keras and Flax get for seed 5: drawn channels-last, moved channels-first
+    draws = np.random.default_rng(5).standard_normal((N, 10, H, W, C))
+    by_noise = baselines.smoothgrad(model, x, TARGET, n_samples=10, noise=np.moveaxis(draws, -1, 2))
     by_seed = baselines.smoothgrad(model, x, TARGET, n_samples=10, seed=5, batch_size=7)
     np.testing.assert_allclose(by_seed, by_noise, **TOL)
     other = baselines.smoothgrad(model, x, TARGET, n_samples=10, seed=6)
