@@ -2,8 +2,8 @@
 an IBA explainer at a named layer. Each backend's framework is imported only when it is chosen.
 
 Layer names are PyTorch's module names (``_blocks.4``) on every backend; the Keras and Flax ports
-name their layers with an underscore instead of the dot (``_blocks_4``), and either form is
-accepted there.
+name their layers by their own rules (``iba_tf.models.torch_name_to_keras``,
+``iba_jax.models.flax_path``: ``_blocks_4``), and either form is accepted there.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class Runner:
         return name
 
     def has_layer(self, name: str) -> bool:
-        return self.native_layer(name) in set(map(self.native_layer, self.layer_names()))
+        return self.native_layer(name) in self.layer_names()
 
     def inputs(self, images: np.ndarray) -> Any:
         """uint8 photos ``(N, H, W, 3)`` as the model's input."""
@@ -138,16 +138,15 @@ class KerasRunner(Runner):
     layout = "channels_last"
 
     def __init__(self, model=None):
-        _require("keras", "keras")
-        models = _require("iba_tf.models", "keras")
-        self.keras = importlib.import_module("keras")
-        self.model = models.efficientnet_lite0() if model is None else model
+        self.keras = _require("keras", "keras")
+        self.models = _require("iba_tf.models", "keras")
+        self.model = self.models.efficientnet_lite0() if model is None else model
 
     def layer_names(self) -> list[str]:
         return [layer.name for layer in self.model.layers]
 
     def native_layer(self, name: str) -> str:
-        return name.replace(".", "_")
+        return self.models.torch_name_to_keras(name)
 
     def inputs(self, images: np.ndarray) -> np.ndarray:
         return preprocess(images)
@@ -171,8 +170,8 @@ class JaxRunner(Runner):
     def __init__(self, model=None):
         jax = _require("jax", "jax")
         _require("flax", "jax")
-        models = _require("iba_jax.models", "jax")
-        self.model = models.efficientnet_lite0() if model is None else model
+        self.models = _require("iba_jax.models", "jax")
+        self.model = self.models.efficientnet_lite0() if model is None else model
         if isinstance(self.model, tuple):  # Linen: (module, variables[, apply_kwargs])
             module, variables, *kwargs = self.model
             apply_kwargs = kwargs[0] if kwargs else {}
@@ -190,7 +189,7 @@ class JaxRunner(Runner):
         return self._paths
 
     def native_layer(self, name: str) -> str:
-        return name.replace(".", "_")
+        return self.models.flax_path(name)
 
     def inputs(self, images: np.ndarray) -> np.ndarray:
         return preprocess(images)
