@@ -3,12 +3,15 @@
 import numpy as np
 import pytest
 
-import iba.evaluation
 from iba import cli
 from iba.demo import photos
-
-CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
-FAST = ["--samples", "60", "--steps", "4"]
+from tests.demo_checks import (
+    CATS,
+    FAST,
+    assert_figures_and_heatmaps,
+    assert_quokka_inside_its_box,
+    top1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +28,7 @@ def demo_run(tmp_path_factory):
 def test_demo_writes_figures_and_heatmaps(demo_run, capsys):
     code, out, cache, _ = demo_run
     assert code == 0
-    for name in photos.EXPLAINED:
-        assert (out / f"{name}.png").stat().st_size > 10_000
-        heat = np.load(out / f"{name}.npy")
-        assert heat.shape == (224, 224) and np.all(heat >= 0) and heat.max() > 0
+    assert_figures_and_heatmaps(out)
     assert len(list(cache.glob("*.npz"))) == 1
 
 
@@ -37,18 +37,12 @@ def test_demo_predicts_a_cat_for_chelsea(tmp_path, demo_run, capsys):
     assert cli.main(["demo", "--out", str(tmp_path), *FAST]) == 0
     printed = capsys.readouterr().out
     assert "estimator: loaded from" in printed  # the cached estimator is reused
-    chelsea = next(line for line in printed.splitlines() if line.startswith("chelsea:"))
-    top1 = chelsea.split(":", 1)[1].split(",")[0].rsplit(" ", 1)[0].strip()
-    assert top1 in CATS
+    assert top1(printed, "chelsea") in CATS
 
 
 def test_quokka_heatmap_falls_inside_its_box(demo_run):
     _, out, _, _ = demo_run
-    heat = np.load(out / "quokka.npy")
-    box = photos.quokka_crop_box()
-    result = iba.evaluation.bounding_box_ratio(heat[None], [box], max_box_fraction=1.0)
-    share = (box[2] - box[0]) * (box[3] - box[1]) / 224**2
-    assert result.mean > share + 0.2, (result.mean, share)
+    assert_quokka_inside_its_box(out)
 
 
 def _fails(argv, capsys, match, out):
