@@ -76,24 +76,15 @@ def photo_batch(n: int) -> np.ndarray:
 
 
 def efficientnet(channels_last: bool, threads: int):
-    """The bundled EfficientNet-Lite0 on PyTorch as a NumPy callable (NCHW in, logits out);
-    ``channels_last``: weights and inputs in channels-last memory (oneDNN's fast
-    path on the CPU; the same logits)."""
+    """The bundled EfficientNet-Lite0 on PyTorch as a NumPy callable (NCHW in, logits out), as
+    ``benchmarks/faithfulness.py`` calls it (``channels_last``: oneDNN's fast path on the CPU)."""
     import torch
+    from faithfulness import numpy_model  # this folder is on the path of a script run here
 
     from iba.demo import runners
 
     torch.set_num_threads(threads)
-    model = runners.runner("torch").model
-    memory = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory)
-
-    def call(batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.asarray(batch, np.float32)).contiguous(memory_format=memory)
-        with torch.inference_mode():
-            return model(x).numpy()
-
-    return call
+    return numpy_model(runners.runner("torch").model, channels_last=channels_last)
 
 
 if __name__ == "__main__":
