@@ -81,10 +81,10 @@ def efficientnet(channels_last: bool, threads: int):
     import torch
     from faithfulness import numpy_model  # this folder is on the path of a script run here
 
-    from iba.demo import runners
+    from iba_torch.runner import TorchRunner
 
     torch.set_num_threads(threads)
-    return numpy_model(runners.runner("torch").model, channels_last=channels_last)
+    return numpy_model(TorchRunner().model, channels_last=channels_last)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Faithfulness of IBA and the baselines on every metric, in the layout of the IBA paper's Table 1
-(SPEC sections 7 and 8).
+(docs/mathematics.md sections 7 and 8).
 
     python benchmarks/faithfulness.py [--quick] [--images N] [--mnist-images M] [--threads 2]
 
@@ -126,8 +126,8 @@ def table(title: str, columns: list[str], rows: dict[str, list[float]], notes: l
 
 def imagenet(args: argparse.Namespace) -> None:
     from iba.demo import photos
-    from iba.demo.runners import TorchRunner
     from iba_torch import IBA
+    from iba_torch.runner import TorchRunner
 
     runner = TorchRunner()
     model = runner.model

@@ -1,5 +1,5 @@
 """Seconds per heatmap of ``iba_torch.IBA.analyze`` against a loop in the original's manner and
-against the floor of the work (SPEC section 2), on EfficientNet-Lite0 and on a plain CNN.
+against the floor of the work (docs/mathematics.md section 2), on EfficientNet-Lite0 and on a plain CNN.
 
     python benchmarks/torch_analyze.py [--threads 2] [--repeats 3]
 

@@ -5,8 +5,9 @@ The reference is ``iba_torch`` on the original PyTorch implementation (``efficie
 which itself conforms to the NumPy reference on the vector cases. Every backend gets the same
 inputs: the 224 px centre crops of ``chelsea`` and ``quokka``, their PyTorch top-1 classes, the
 estimator PyTorch fitted on random crops of the other bundled photos and the noise of every step
-(converted to channels-last for Keras and Flax). The command line's runners
-(``iba.demo.runners``) run each backend, so this also checks what ``iba demo --backend`` runs.
+(converted to channels-last for Keras and Flax). The command line's runners (the adapters'
+``runner`` modules, found by ``iba.demo.runners.runner``) run each backend, so this also checks
+what ``iba demo --backend`` runs.
 Compared in float32: the features at ``_blocks.4`` (relative to their largest magnitude) and the
 heatmaps (normalised to their maximum), with the bounds of ``tolerances.REAL_MODEL``.
 
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import iba
+from iba import backends
 
 LAYER = "_blocks.4"
 PHOTOS = ("chelsea", "quokka")
@@ -35,13 +37,12 @@ CONFIG = iba.Config()
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 600  # seconds for one backend's process
 
-# backend -> (runner, environment, modules it needs)
+# backend -> (runner, environment, modules it needs), from the registry (iba.backends): every
+# engine's runner, under its conformance name; the reference also needs the PyTorch original.
+REFERENCE_MODULES = ("efficientnet_lite_pytorch",)
 BACKENDS = {
-    "torch": ("torch", {}, ("torch", "efficientnet_lite_pytorch")),
-    "keras-tensorflow": ("keras", {"KERAS_BACKEND": "tensorflow"}, ("keras", "tensorflow")),
-    "keras-jax": ("keras", {"KERAS_BACKEND": "jax"}, ("keras", "jax")),
-    "keras-torch": ("keras", {"KERAS_BACKEND": "torch"}, ("keras", "torch")),
-    "flax-linen": ("jax", {}, ("jax", "flax", "optax")),
+    name: (b.engine, b.env, (*b.modules, *(REFERENCE_MODULES if name == "torch" else ())))
+    for name, b in backends.runner_backends().items()
 }
 PORTS = tuple(name for name in BACKENDS if name != "torch")
 

@@ -1,6 +1,6 @@
 """Information Bottleneck Attribution: the NumPy reference.
 
-Every formula of the project is defined here, once (see SPEC sections 1-4); the adapters
+Every formula of the project is defined here, once (see docs/mathematics.md sections 1-4); the adapters
 ``iba_torch``, ``iba_tf`` and ``iba_jax`` translate it into their framework. Importing ``iba``
 imports NumPy and nothing else.
 """

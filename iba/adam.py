@@ -19,7 +19,7 @@ EPS = 1e-8
 class AdamState(NamedTuple):
     """Step count and first and second moment estimates."""
 
-    count: int
+    count: int  # type: ignore[assignment]  # the field shadows tuple.count; the name is public
     mu: np.ndarray
     nu: np.ndarray
 

@@ -1,4 +1,5 @@
-"""The attribution baselines IBA is compared with (SPEC section 8), written once for every framework.
+"""The attribution baselines IBA is compared with (docs/mathematics.md section 8), written once
+for every framework.
 
 Every method is ``method(model, x, target=None, **options) -> np.ndarray``: ``N`` images ``x``
 in ``model.layout`` (``(N, C, H, W)`` or ``(N, H, W, C)``) give one map per image, ``(N, H, W)``,
@@ -9,7 +10,9 @@ per call of the model; their rows are input-major.
 ``model`` is a :class:`Backend`: the little a method needs of a framework (the logits, the
 gradient of the target logits with respect to the input and, for Grad-CAM, with respect to a
 layer's output). The adapters ``iba_torch.baselines``, ``iba_tf.baselines`` and
-``iba_jax.baselines`` wrap a framework's model in one; :class:`NumpyBackend` wraps NumPy functions:
+``iba_jax.baselines`` each write one function ``make_backend(model, **backend_options) ->
+Backend`` and get the seven methods for their framework's models from :func:`bind` (the same
+functions, signatures and docstrings as here). :class:`NumpyBackend` wraps NumPy functions:
 
     >>> import numpy as np
     >>> from iba import baselines
@@ -40,11 +43,15 @@ gradients and logits come back as NumPy arrays and are summed and reduced here.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from iba import targets
 from iba.heatmap import resize
 
 INTEGRATION_METHODS = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid",
@@ -56,9 +63,10 @@ IMAGE_LAYOUTS = ("channels_first", "channels_last")
 class Backend:
     """A classifier as the methods see it; each adapter subclasses it for its framework.
 
-    The methods build model inputs from arrays of the framework (``from_numpy``, ``take``, and
-    ``+``, ``-``, ``*`` between them) and get NumPy arrays back from ``logits``, ``gradients``
-    and ``feature_gradients``.
+    A method runs inside ``session()``, takes its images from ``images(x)`` and its target,
+    baseline and noise through ``numpy``; it builds model inputs from arrays of the framework
+    (``from_numpy``, ``take``, and ``+``, ``-``, ``*`` between them) and gets NumPy arrays back
+    from ``logits``, ``gradients`` and ``feature_gradients``.
 
     Attributes:
         layout: ``"channels_first"`` or ``"channels_last"``: the images' (and Grad-CAM features').
@@ -67,6 +75,20 @@ class Backend:
 
     layout: str = "channels_last"
     layer: str | None = None
+
+    def session(self) -> contextlib.AbstractContextManager:
+        """The context one call of a method runs in (e.g. the model in eval mode, restored on
+        exit, also when the method raises)."""
+        return contextlib.nullcontext()
+
+    def images(self, x: Any) -> np.ndarray:
+        """The images ``x`` as a NumPy array in the model's floating dtype (checked afterwards by
+        :func:`check_images`)."""
+        return np.asarray(x)
+
+    def numpy(self, value: Any) -> Any:
+        """A framework array (a target, baseline or noise) as a NumPy array; others as they are."""
+        return value
 
     def from_numpy(self, a: np.ndarray) -> Any:
         """``a`` (floating, already in the images' dtype) as an array of the framework."""
@@ -180,33 +202,6 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {what}, got {value!r}")
     return int(value)
-
-
-def check_target(target: Any, n: int) -> np.ndarray | None:
-    """One class index per input (an int is broadcast), int64; ``None`` stays ``None``."""
-    if target is None:
-        return None
-    labels = np.asarray(target)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(
-            f"target must be an int or one int per input (class indices), got {target!r}"
-        )
-    if labels.ndim == 0:
-        labels = np.full(n, int(labels))
-    if labels.shape != (n,):
-        raise ValueError(f"target has shape {labels.shape}; expected one int or {n} ints")
-    if labels.min() < 0:
-        raise ValueError(f"target must be >= 0 (a class index), got {int(labels.min())}")
-    return labels.astype(np.int64)
-
-
-def check_classes(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """``labels``; raise if one is out of range for ``n_classes`` outputs."""
-    if int(labels.max()) >= n_classes:
-        raise ValueError(
-            f"target {int(labels.max())} out of range for a model with {n_classes} outputs"
-        )
-    return labels
 
 
 def check_logits(out: Any, n: int) -> np.ndarray:
@@ -364,13 +359,39 @@ def _add_rows(total: np.ndarray, image: np.ndarray, values: np.ndarray) -> None:
     total[image[starts]] += np.add.reduceat(values, starts, axis=0)
 
 
+_ADAPTERS_NOTE = """
+
+    In the adapters (``iba_torch.baselines``, ``iba_tf.baselines``, ``iba_jax.baselines``, see
+    :func:`bind`) ``model`` is the framework's model, ``x``, ``target``, ``baseline`` and
+    ``noise`` may be the framework's arrays, and ``x`` is cast to the model's floating dtype.
+    PyTorch images are channels-first ``(N, C, H, W)``, Flax images channels-last
+    ``(N, H, W, C)``; Keras takes the backend option ``layout``: ``"channels_last"`` or
+    ``"channels_first"`` (default ``keras.config.image_data_format()``). Grad-CAM takes the
+    backend option ``layer`` (required), see :func:`grad_cam`.
+    """
+
+
+def _method(body: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """``body(model, x, target, **options)`` run in ``model.session()``, for a Backend ``model``;
+    its docstring with the note on the adapters."""
+
+    @functools.wraps(body)
+    def method(model: Backend, x: Any, target: Any = None, **options: Any) -> np.ndarray:
+        if not isinstance(model, Backend):
+            raise TypeError(
+                f"model must be an iba.baselines.Backend, got {type(model).__name__}; the "
+                "adapters iba_torch.baselines, iba_tf.baselines and iba_jax.baselines take "
+                "framework models"
+            )
+        with model.session():
+            return body(model, x, target, **options)
+
+    method.__doc__ = (body.__doc__ or "").rstrip() + _ADAPTERS_NOTE
+    return method
+
+
 def _prepare(model: Backend, x: Any) -> tuple[np.ndarray, Any]:
-    if not isinstance(model, Backend):
-        raise TypeError(
-            f"model must be an iba.baselines.Backend, got {type(model).__name__}; the adapters "
-            "iba_torch.baselines, iba_tf.baselines and iba_jax.baselines take framework models"
-        )
-    images = check_images(x, model.layout)
+    images = check_images(model.images(x), model.layout)
     return images, model.from_numpy(images)
 
 
@@ -383,12 +404,13 @@ def _all_logits(model: Backend, images: Any, n: int, batch_size: int) -> np.ndar
 
 def _labels(model: Backend, images: Any, n: int, target: Any, batch_size: int) -> np.ndarray:
     """The checked class per input; ``None`` becomes the model's top class on each image."""
-    labels = check_target(target, n)
-    if labels is None:
+    if target is None:
         return _all_logits(model, images, n, batch_size).argmax(axis=1)
+    labels = targets.labels(model.numpy(target), n)
     check_positive_int("batch_size", batch_size)
     n_classes = _check_logits_shape(model.logits_shape(model.take(images, slice(0, 1))), 1)
-    return check_classes(labels, n_classes)
+    targets.check_range(labels, n_classes)
+    return labels
 
 
 def _gradients(
@@ -402,10 +424,12 @@ def _gradients(
 # -- the methods ----------------------------------------------------------------------------------
 
 
+@_method
 def random(model: Backend, x: Any, target: Any = None, *, seed: int | None = 0) -> np.ndarray:
     """Uniform noise in ``[0, 1)`` per pixel, ``(N, H, W)``: the baseline every method must beat.
 
-    ``seed`` seeds NumPy's generator; the model is not called (``target`` is ignored).
+    ``seed`` seeds NumPy's generator (``None``: fresh entropy); the model is not called
+    (``target`` is ignored).
     """
     images, _ = _prepare(model, x)
     spatial = _axes(model.layout)[1]
@@ -413,6 +437,7 @@ def random(model: Backend, x: Any, target: Any = None, *, seed: int | None = 0) 
     return np.random.default_rng(seed).random(shape)
 
 
+@_method
 def saliency(
     model: Backend, x: Any, target: Any = None, *, reduce: str = "max", batch_size: int = 64
 ) -> np.ndarray:
@@ -421,6 +446,7 @@ def saliency(
     Args:
         reduce: ``"max"`` (the maximum over channels, as in the paper and the IBA paper's code)
             or ``"sum"``. Captum's ``Saliency`` returns the per-channel ``|gradient|``.
+        batch_size: images per call of the model.
     """
     check_reduce(reduce)
     images, tensors = _prepare(model, x)
@@ -432,10 +458,15 @@ def saliency(
     return np.concatenate(maps).astype(images.dtype, copy=False)
 
 
+@_method
 def gradient_x_input(
     model: Backend, x: Any, target: Any = None, *, batch_size: int = 64
 ) -> np.ndarray:
-    """Gradient x input, summed over channels (signed; Shrikumar et al., 2016)."""
+    """Gradient x input, summed over channels (signed; Shrikumar et al., 2016).
+
+    Args:
+        batch_size: images per call of the model.
+    """
     images, tensors = _prepare(model, x)
     labels = _labels(model, tensors, len(images), target, batch_size)
     maps = [
@@ -445,6 +476,7 @@ def gradient_x_input(
     return np.concatenate(maps).astype(images.dtype, copy=False)
 
 
+@_method
 def integrated_gradients(
     model: Backend,
     x: Any,
@@ -460,16 +492,17 @@ def integrated_gradients(
     ``(x - x') * sum_k w_k grad(x' + alpha_k (x - x'))`` with the gradients of the target's logit.
 
     Args:
-        steps: points on the straight path from the baseline ``x'`` to ``x`` (50, SPEC section 8).
+        steps: points on the straight path from the baseline ``x'`` to ``x`` (50,
+            docs/mathematics.md section 8).
         baseline: ``"mean"`` (each image's per-channel mean, the IBA paper's choice), a number,
             or an array that broadcasts to ``x``.
-        method: the quadrature, see :func:`integration_points` (Captum's default is
-            ``"gausslegendre"``; the paper's sum is ``"riemann_right"``).
+        method: the quadrature, see :func:`integration_points` (``"riemann_right"``: the paper's
+            sum; ``"gausslegendre"``: Captum's default).
         batch_size: path points per call of the model (rows of all images, input-major).
     """
     alphas, weights = integration_points(steps, method)
     images, tensors = _prepare(model, x)
-    start = baseline_images(images, baseline, model.layout)
+    start = baseline_images(images, model.numpy(baseline), model.layout)
     delta = images - start
     n_steps = len(alphas)
     alphas, weights = alphas.astype(images.dtype), weights.astype(images.dtype)
@@ -489,6 +522,7 @@ def integrated_gradients(
     return reduce_channels(total * delta, "sum", model.layout)
 
 
+@_method
 def smoothgrad(
     model: Backend,
     x: Any,
@@ -507,14 +541,13 @@ def smoothgrad(
     Args:
         n_samples: noisy copies per image (50).
         noise_level: the noise std as a share of each image's range: ``std = noise_level *
-            (x.max() - x.min())`` (0.15, SPEC section 8).
+            (x.max() - x.min())`` (0.15, docs/mathematics.md section 8).
         reduce: ``"max"`` or ``"sum"`` over channels of the mean ``|gradient|``.
-        seed: seeds the draws (:func:`smoothgrad_noise`: the same noise for every framework and
-            layout); ``None`` draws fresh ones. The draws are ``(N, n_samples, *image)``
-            standard normals, input-major.
-        noise: the standard-normal draws themselves, ``(N, n_samples, *image)`` (instead of
-            ``seed``), scaled by each image's std.
-        batch_size: noisy copies per call of the model.
+        seed: seeds the draws, :func:`smoothgrad_noise` (NumPy, drawn channels-last: the same
+            noise for every framework and layout); ``None`` draws fresh ones.
+        noise: the standard-normal draws themselves, ``(N, n_samples, *image)`` in the images'
+            layout (instead of ``seed``), scaled by each image's std.
+        batch_size: noisy copies per call of the model (input-major).
     """
     check_reduce(reduce)
     n_samples = check_positive_int("n_samples", n_samples)
@@ -522,7 +555,7 @@ def smoothgrad(
     n = len(images)
     shape = (n, n_samples, *images.shape[1:])
     std = noise_std(images, noise_level)
-    draws = model.standard_normal(shape, seed) if noise is None else np.asarray(noise)
+    draws = model.standard_normal(shape, seed) if noise is None else np.asarray(model.numpy(noise))
     if draws.shape != shape:
         raise ValueError(f"noise has shape {draws.shape}; expected {shape}")
     draws = draws.astype(images.dtype).reshape(n * n_samples, *images.shape[1:])
@@ -539,6 +572,7 @@ def smoothgrad(
     return reduce_channels(total / n_samples, reduce, model.layout)
 
 
+@_method
 def occlusion(
     model: Backend,
     x: Any,
@@ -554,16 +588,22 @@ def occlusion(
     Every pixel of a patch gets the patch's drop (one value per pixel, not summed over channels).
     Where ``patch`` does not divide the image, the last row / column of patches is smaller (Captum
     leaves those pixels at 0 instead). The IBA paper uses 8x8 and 14x14 patches.
+
+    Args:
+        batch_size: occluded images per call of the model.
     """
     check_positive_int("batch_size", batch_size)
-    fill = float(baseline)
+    fill = float(model.numpy(baseline))
     images, tensors = _prepare(model, x)
     n = len(images)
     channel, spatial = _axes(model.layout)
     grid, n_tiles = patch_grid(images.shape[spatial[0]], images.shape[spatial[1]], patch)
     logits = _all_logits(model, tensors, n, batch_size)
-    labels = check_target(target, n)
-    labels = logits.argmax(axis=1) if labels is None else check_classes(labels, logits.shape[1])
+    if target is None:
+        labels = logits.argmax(axis=1)
+    else:
+        labels = targets.labels(model.numpy(target), n)
+        targets.check_range(labels, logits.shape[1])
     reference = logits[np.arange(n), labels]
     row_labels = np.repeat(labels, n_tiles)
     drops = np.empty(n * n_tiles, dtype=np.result_type(images.dtype, logits.dtype))
@@ -580,15 +620,27 @@ def occlusion(
     return drops.reshape(n, n_tiles)[:, grid].astype(images.dtype, copy=False)
 
 
+@_method
 def grad_cam(
     model: Backend, x: Any, target: Any = None, *, relu: bool = True, batch_size: int = 64
 ) -> np.ndarray:
-    """Grad-CAM (Selvaraju et al., 2017) at the backend's ``layer``, upsampled to the input.
+    """Grad-CAM (Selvaraju et al., 2017) at a convolutional layer, upsampled to the input.
 
     ``ReLU(sum_c w_c A_c)`` with ``A`` the layer's output ``(C, h, w)`` and ``w_c`` the spatial
     mean of ``d logit[target] / d A_c`` (:func:`grad_cam_maps`); resized bilinearly with
     half-pixel centres (:func:`iba.resize`, PyTorch's ``align_corners=False``), not rescaled.
-    ``relu=False`` returns the signed map.
+
+    Args:
+        relu: apply the ReLU (``False`` returns the signed map).
+        batch_size: images per call of the model.
+        layer: the layer (a backend option: a :class:`Backend` has its own ``layer``); its
+            output must be a feature map in the images' layout, ``(N, C, h, w)`` or
+            ``(N, h, w, C)``. PyTorch: a module or its dotted name from ``named_modules()``
+            (its output or its first item). Keras: a top-level layer of a Functional or
+            Sequential model, or its name; the model is split there (no skip connection may
+            pass around the layer). Flax: a module path, a tuple (``("Block_1",)``, for NNX
+            also list indices: ``("blocks", 1)``) or a ``/``-joined string (``"blocks/1"``);
+            the module must run once per forward pass.
     """
     images, tensors = _prepare(model, x)
     n = len(images)
@@ -614,25 +666,130 @@ BASELINES: dict[str, Callable[..., np.ndarray]] = {
     "occlusion": occlusion,
     "grad_cam": grad_cam,
 }
-"""The baselines by name (SPEC section 8)."""
+"""The baselines by name (docs/mathematics.md section 8); the adapters' ``grad_cam`` needs
+``layer=``."""
+
+
+# -- the adapters ---------------------------------------------------------------------------------
+
+LAYER_OPTION = "layer"
+"""The backend option that names the layer Grad-CAM explains; the other methods do not take it."""
+
+
+class Methods(NamedTuple):
+    """The seven methods on the models of one framework, as :func:`bind` makes them."""
+
+    random: Callable[..., np.ndarray]
+    saliency: Callable[..., np.ndarray]
+    gradient_x_input: Callable[..., np.ndarray]
+    integrated_gradients: Callable[..., np.ndarray]
+    smoothgrad: Callable[..., np.ndarray]
+    occlusion: Callable[..., np.ndarray]
+    grad_cam: Callable[..., np.ndarray]
+
+
+ADAPTER_EXPORTS = (
+    "BASELINES",
+    "INTEGRATION_METHODS",
+    "REDUCTIONS",
+    "integration_points",
+    "make_backend",
+    *Methods._fields,
+)
+"""What an adapter's ``baselines`` module exports (its ``__all__``): the methods, ``BASELINES``,
+its ``make_backend`` and this module's ``INTEGRATION_METHODS``, ``REDUCTIONS`` and
+``integration_points``."""
+
+
+def bind(make_backend: Callable[..., Backend]) -> Methods:
+    """The methods of this module on a framework's models, for an adapter to publish.
+
+    ``make_backend(model, *, layer=None, **backend_options) -> Backend`` checks ``model`` (a
+    TypeError that names the framework's model type) and wraps it; its keyword-only parameters
+    are the backend options. Every method of the result is the method of this module, with its
+    name, docstring and signature; ``model`` is annotated like ``make_backend``'s first parameter
+    and the backend options are added as keyword-only parameters: ``layer`` (:data:`LAYER_OPTION`)
+    to :func:`grad_cam` only, where it is required, the others (Keras' ``layout``) to all::
+
+        _METHODS = bind(make_backend)
+        random, saliency, gradient_x_input, integrated_gradients, smoothgrad, occlusion, grad_cam = (
+            _METHODS
+        )
+        BASELINES = _METHODS._asdict()
+        __all__ = [*ADAPTER_EXPORTS]
+
+    ``saliency(model, x, target, layout=...)`` is then ``iba.baselines.saliency(
+    make_backend(model, layout=...), x, target)``.
+    """
+    factory = list(inspect.signature(make_backend).parameters.values())
+    options = [p for p in factory[1:] if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    return Methods(
+        **{
+            name: _bound(method, make_backend, factory[0].annotation, options)
+            for name, method in BASELINES.items()
+        }
+    )
+
+
+def _bound(
+    method: Callable[..., np.ndarray],
+    make_backend: Callable[..., Backend],
+    model_type: Any,
+    options: list[inspect.Parameter],
+) -> Callable[..., np.ndarray]:
+    """``method`` on the models ``make_backend`` takes, with the backend ``options`` it uses."""
+    if method is grad_cam:
+        taken = [_required(p) if p.name == LAYER_OPTION else p for p in options]
+    else:
+        taken = [p for p in options if p.name != LAYER_OPTION]
+    shared = list(inspect.signature(method).parameters.values())
+    parameters = [shared[0].replace(annotation=model_type), *shared[1:], *taken]
+    # keyword-only parameters without a default (Grad-CAM's layer) first, then in their order
+    parameters.sort(key=lambda p: (p.kind, p.kind is p.KEYWORD_ONLY and p.default is not p.empty))
+    signature = inspect.signature(method).replace(parameters=parameters)
+    names = [p.name for p in taken]
+
+    @functools.wraps(method)
+    def bound(*args: Any, **kwargs: Any) -> np.ndarray:
+        call = signature.bind(*args, **kwargs)
+        backend_options = {
+            name: call.arguments.pop(name) for name in names if name in call.arguments
+        }
+        backend = make_backend(call.args[0], **backend_options)
+        return method(backend, *call.args[1:], **call.kwargs)
+
+    bound.__signature__ = signature  # type: ignore[attr-defined]
+    bound.__module__ = make_backend.__module__
+    return bound
+
+
+def _required(option: inspect.Parameter) -> inspect.Parameter:
+    """``option`` without its default (and without ``| None`` in a string annotation)."""
+    annotation = option.annotation
+    if isinstance(annotation, str) and annotation.endswith(" | None"):
+        annotation = annotation.removesuffix(" | None")
+    return option.replace(default=option.empty, annotation=annotation)
+
 
 __all__ = [
+    "ADAPTER_EXPORTS",
     "BASELINES",
     "IMAGE_LAYOUTS",
     "INTEGRATION_METHODS",
+    "LAYER_OPTION",
     "REDUCTIONS",
     "Backend",
+    "Methods",
     "NumpyBackend",
     "baseline_images",
     "batches",
-    "check_classes",
+    "bind",
     "check_feature_map",
     "check_image_layout",
     "check_images",
     "check_logits",
     "check_positive_int",
     "check_reduce",
-    "check_target",
     "gradient_x_input",
     "grad_cam",
     "grad_cam_maps",

@@ -1,4 +1,4 @@
-"""The Per-Sample Bottleneck (Schulz et al., ICLR 2020, section 3.1; SPEC section 2).
+"""The Per-Sample Bottleneck (Schulz et al., ICLR 2020, section 3.1; docs/mathematics.md section 2).
 
 Every function works on arrays with any number of leading batch axes followed by the feature
 shape ``F`` (``alpha`` may be shared over channels: size 1 on the channel axis), and has a

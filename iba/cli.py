@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from iba import backends
+
 DEFAULT_OUT = "iba-output"
 
 
@@ -154,11 +156,17 @@ def _demo(args) -> int:
 
 
 def _explain_files(args) -> int:
-    images = {}
+    images: dict[str, np.ndarray] = {}
     for path in args.images:
         stem = Path(path).stem
         images[stem if stem not in images else f"{stem}-{len(images)}"] = _load_image(path)
     return _explain(args, images)
+
+
+def _backend_help() -> str:
+    """The registry's backends, ``torch (default), keras (...) or jax (...)``."""
+    helps = [engine.help for engine in backends.ENGINES]
+    return ", ".join(helps[:-1]) + " or " + helps[-1] if len(helps) > 1 else helps[0]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -168,9 +176,9 @@ def parser() -> argparse.ArgumentParser:
     def common(p):
         p.add_argument(
             "--backend",
-            default="torch",
-            help="torch (default), keras (the Keras 3 port, on the backend KERAS_BACKEND names) "
-            "or jax (the Flax port)",
+            default=backends.DEFAULT_ENGINE,
+            metavar="{" + ",".join(backends.engine_names()) + "}",
+            help=_backend_help(),
         )
         p.add_argument(
             "--layer",

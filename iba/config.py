@@ -1,9 +1,10 @@
-"""The configuration of one explanation, with the defaults of SPEC section 2."""
+"""The configuration of one explanation, with the defaults of docs/mathematics.md section 2."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 CAPACITY_AT = ("last_forward", "final")
 
@@ -87,17 +88,17 @@ class Config:
         """Adam updates before the capacity of the heatmap is taken."""
         return self.steps - 1 if self.capacity_at == "last_forward" else self.steps
 
-    def replace(self, **changes: object) -> Config:
+    def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
 
-def coiba_config(**changes: object) -> Config:
-    """The defaults of CoIBA (Hong et al., CVPR 2025; SPEC section 4): ``beta = 1``, no smoothing."""
+def coiba_config(**changes: Any) -> Config:
+    """The defaults of CoIBA (Hong et al., CVPR 2025; docs/mathematics.md section 4): ``beta = 1``, no smoothing."""
     return Config(**{"beta": 1.0, "sigma": None, **changes})
 
 
-def for_targets(n_targets: int, config: Config | None = None, **fields: object) -> Config:
+def for_targets(n_targets: int, config: Config | None = None, **fields: Any) -> Config:
     """The config of an explainer with ``n_targets`` target layers, as the adapters' ``IBA`` takes
     it: ``config`` itself, or built from ``fields`` (``Config`` defaults for one target, the CoIBA
     defaults of :func:`coiba_config` for several). An unknown keyword names the known ones."""

@@ -1,4 +1,4 @@
-"""Per-element feature statistics of one target layer (SPEC section 1).
+"""Per-element feature statistics of one target layer (docs/mathematics.md section 1).
 
 Mean, Bessel-corrected standard deviation and the fraction of non-zero values, accumulated in
 float64 with the batched Welford / Chan merge.
@@ -48,7 +48,10 @@ class Estimator:
         self.layout = check_layout(layout)
         self.feature_shape: tuple[int, ...] | None = None
         self.n_samples = 0
-        self._mean = self._m2 = self._nonzero = None
+        # set together with feature_shape (by _start or from_arrays)
+        self._mean: np.ndarray | None = None
+        self._m2: np.ndarray | None = None
+        self._nonzero: np.ndarray | None = None
         if feature_shape is not None:
             self._start(check_feature_shape(feature_shape, layout))
 
@@ -64,6 +67,8 @@ class Estimator:
         if self.feature_shape is None:
             check_feature_shape(batch.shape[1:], self.layout)
             self._start(tuple(batch.shape[1:]))
+        assert self.feature_shape is not None  # _start has run
+        assert self._mean is not None and self._m2 is not None and self._nonzero is not None
         if batch.shape[1:] != self.feature_shape:
             raise ValueError(
                 f"batch of shape {batch.shape} does not match the estimator's feature shape "
@@ -93,18 +98,21 @@ class Estimator:
     def mean(self) -> np.ndarray:
         """Per-element mean ``mu`` (float64)."""
         self._require(1)
+        assert self._mean is not None  # there are samples
         return self._mean.copy()
 
     @property
     def std(self) -> np.ndarray:
         """Per-element sample standard deviation ``sqrt(M2 / (n - 1))`` (float64)."""
         self._require(2)
+        assert self._m2 is not None  # there are samples
         return np.sqrt(self._m2 / (self.n_samples - 1))
 
     @property
     def nonzero_fraction(self) -> np.ndarray:
         """Fraction of samples in which each element was non-zero."""
         self._require(1)
+        assert self._nonzero is not None  # there are samples
         return self._nonzero / self.n_samples
 
     def active(self, threshold: float = 0.01) -> np.ndarray:
@@ -135,6 +143,7 @@ class Estimator:
     def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
         """The state as named arrays (what ``save`` writes)."""
         self._require(1)
+        assert self._mean is not None and self._m2 is not None and self._nonzero is not None
         return {
             f"{prefix}format_version": np.array(FORMAT_VERSION),
             f"{prefix}layout": np.array(self.layout),
@@ -169,7 +178,8 @@ class Estimator:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the statistics to an ``.npz`` file (no pickle)."""
-        np.savez(path, **self.to_arrays())
+        # mypy matches the ** keys against savez's allow_pickle: bool; none is named that
+        np.savez(path, **self.to_arrays())  # type: ignore[arg-type]
 
     @classmethod
     def load(
@@ -182,6 +192,7 @@ class Estimator:
         with np.load(path, allow_pickle=False) as data:
             est = cls.from_arrays(data, source=str(path))
         if feature_shape is not None or layout is not None:
+            assert est.feature_shape is not None  # from_arrays sets it
             est.check(feature_shape if feature_shape is not None else est.feature_shape, layout)
         return est
 
@@ -214,7 +225,7 @@ def save_estimators(path: str | os.PathLike, estimators: list[Estimator]) -> Non
     arrays = {"count": np.array(len(estimators))}
     for i, est in enumerate(estimators):
         arrays.update(est.to_arrays(prefix=f"{i}/"))
-    np.savez(path, **arrays)
+    np.savez(path, **arrays)  # type: ignore[arg-type]  # as in Estimator.save
 
 
 def load_estimators(path: str | os.PathLike, targets: list | None = None) -> list[Estimator]:

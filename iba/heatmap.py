@@ -1,4 +1,4 @@
-"""From capacity to a heatmap in bits (SPEC sections 2, 4, 5).
+"""From capacity to a heatmap in bits (docs/mathematics.md sections 2, 4, 5).
 
 The capacity is summed over channels, converted to bits, scaled by ``(h * w) / (H * W)`` so the
 total stays about the same, and resized with bilinear interpolation (half-pixel centres, edge

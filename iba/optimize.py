@@ -1,4 +1,4 @@
-"""The per-sample optimisation of ``alpha`` (SPEC sections 2 and 4), with analytic gradients.
+"""The per-sample optimisation of ``alpha`` (docs/mathematics.md sections 2 and 4), with analytic gradients.
 
 The model is given as callbacks, so any model with a backward pass can be explained by the
 reference. Either as a chain: ``head(Z) -> (loss, dL/dZ)`` for the part after the (last)
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class BottleneckLayer:
 
     def __init__(self, lam: np.ndarray, eps: np.ndarray, mask, relu: bool):
         self.lam, self.eps, self.mask, self.relu = lam, eps, mask, relu
-        self.grad_lam = 0.0
+        self.grad_lam: np.ndarray | float = 0.0  # an array once vjp has run
 
     def __call__(self, features: np.ndarray) -> tuple[np.ndarray, VJP]:
         shape = self.eps.shape
@@ -149,7 +150,7 @@ def per_sample_bottleneck(
             f"statistics of shape {stats[0].mean.shape} do not fit features of shape "
             f"{feature_shape}: the estimator was fitted for another layer"
         )
-    model = model or chain(features, head, segments)
+    model = model or chain(features, cast(Head, head), segments)  # head: checked above
     a_shape = layout_alpha_shape(feature_shape, layout, shared)
     for s in stats[1:]:
         check_alpha_shape(a_shape, s.mean.shape, layout)
@@ -191,13 +192,16 @@ def chain(features: np.ndarray, head: Head, segments: Sequence[Segment] = ()) ->
     def run(layers: Sequence[BottleneckLayer]):
         n, b = layers[0].eps.shape[:2]
         r = np.broadcast_to(features[:, None], layers[0].eps.shape)
-        backwards = []  # each maps dL/d(output) to dL/d(input), on (N, B, ...) arrays
+        # each maps dL/d(output) to dL/d(input), on (N, B, ...) arrays
+        backwards: list[VJP] = []
         for i, layer in enumerate(layers):
             z, vjp = layer(r.reshape(n * b, *r.shape[2:]))
             z = z.reshape(r.shape)
-            backwards.append(
-                lambda g, vjp=vjp: vjp(g.reshape(n * b, *g.shape[2:])).reshape(g.shape)
-            )
+
+            def layer_vjp(g: np.ndarray, vjp: VJP = vjp) -> np.ndarray:
+                return vjp(g.reshape(n * b, *g.shape[2:])).reshape(g.shape)
+
+            backwards.append(layer_vjp)
             if i < len(segments):
                 r, segment_vjp = segments[i](z)
                 backwards.append(segment_vjp)
@@ -240,7 +244,11 @@ def objective(
     loss = np.asarray(model_loss) + config.beta * cap.reshape(n_inputs, -1).mean(1)
     grad_cap = capacity_vjp(features, lam, first.mean, first.std, masks[0])
     grad_lam = sum(
-        (sum_to_shape(g, lam.shape) for g in [layer.grad_lam for layer in layers]),
+        # backward() has run every layer's vjp: each grad_lam is an array
+        (
+            sum_to_shape(cast(np.ndarray, g), lam.shape)
+            for g in [layer.grad_lam for layer in layers]
+        ),
         (config.beta / cap[0].size) * sum_to_shape(grad_cap, lam.shape),
     )
     return loss, damping_vjp(alpha, grad_lam, layout, config.sigma)

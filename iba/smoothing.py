@@ -1,4 +1,4 @@
-"""The Gaussian smoothing of ``lam`` over H and W (SPEC section 2).
+"""The Gaussian smoothing of ``lam`` over H and W (docs/mathematics.md section 2).
 
 The 2-D kernel is the normalised outer product of a 1-D Gaussian, so smoothing with reflect
 padding equals ``A_h @ lam @ A_w.T`` with one matrix per spatial axis. Backends use these

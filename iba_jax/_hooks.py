@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 Path = tuple[str | int, ...]
 Hook = Callable[[int, Callable[[], Any]], Any]
@@ -31,6 +31,16 @@ def active(hook: Hook) -> Iterator[None]:
         yield
     finally:
         _ACTIVE.reset(token)
+
+
+class Runner(Protocol):
+    """A session's ``run(dynamic, params, x) -> outputs``, with ``describe(l)`` naming target
+    ``l`` and ``not_reached(l)`` the error for a target that did not run."""
+
+    describe: Callable[[int], str]
+    not_reached: Callable[[int], Exception]
+
+    def __call__(self, dynamic: Any, params: Any, x: Any) -> Any: ...
 
 
 class StopForward(Exception):

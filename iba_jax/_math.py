@@ -1,6 +1,6 @@
 """The Per-Sample Bottleneck in ``jax.numpy``: a line-by-line translation of the reference.
 
-``iba.bottleneck``, ``iba.smoothing`` and ``iba.optimize.objective`` define the formulas (SPEC
+``iba.bottleneck``, ``iba.smoothing`` and ``iba.optimize.objective`` define the formulas (docs/mathematics.md
 sections 2 and 4); this module writes them with ``jnp`` so that ``jax.grad`` differentiates them
 and the whole optimisation (every step, Adam via optax) runs inside one ``jax.jit``.
 """
@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 import iba
+from iba import driver
 from iba.adam import BETA1, BETA2, EPS
 from iba.layout import is_spatial
 
@@ -87,14 +88,9 @@ def classification_loss(logits: jax.Array, labels: jax.Array, n_inputs: int) -> 
 def user_loss(loss_fn: Callable, outputs: Any, n_inputs: int, batch: int) -> jax.Array:
     """``loss_fn(outputs)``: one loss per row (averaged per input) or, for one input, a scalar."""
     loss = jnp.asarray(loss_fn(outputs))
-    if loss.shape == (n_inputs * batch,):
+    if driver.check_loss_shape(loss.shape, n_inputs, batch):
         return loss.reshape(n_inputs, batch).mean(1)
-    if loss.ndim == 0 and n_inputs == 1:
-        return loss[None]
-    raise ValueError(
-        f"loss_fn must return one loss per row, shape ({n_inputs * batch},) for {n_inputs} "
-        f"input(s) x {batch} noise samples, or a scalar for one input; got shape {loss.shape}"
-    )
+    return loss[None]
 
 
 class Result(NamedTuple):

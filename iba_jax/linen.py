@@ -8,8 +8,8 @@ cached features are dead code in the compiled optimisation and XLA removes them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import flax.linen as nn
 
@@ -65,7 +65,7 @@ class LinenSession:
     def alpha_of(params):
         return params
 
-    def runner(self, static: Any) -> Callable:
+    def runner(self, static: Any) -> _hooks.Runner:
         """``run(variables, params, x) -> outputs``; ``run.describe(l)`` names target ``l``."""
         module, kwargs, paths, index = self.module, self.apply_kwargs, self.paths, self._index
         seen: list[tuple[str, ...]] = []
@@ -96,9 +96,10 @@ class LinenSession:
         def describe(layer: int) -> str:
             return _hooks.format_path(paths[layer])
 
-        run.describe = describe
-        run.not_reached = not_reached
-        return run
+        runner = cast(_hooks.Runner, run)  # the function, with its two attributes set here
+        runner.describe = describe
+        runner.not_reached = not_reached
+        return runner
 
 
 def linen_session(model: object, paths: Sequence[Path]) -> LinenSession | None:

@@ -8,8 +8,8 @@ variable, and the optimisation differentiates the state filtered by that type on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import jax
 from flax import nnx
@@ -125,7 +125,7 @@ class NNXSession:
         (alpha,) = jax.tree.leaves(params)
         return alpha
 
-    def runner(self, static: Any) -> Callable:
+    def runner(self, static: Any) -> _hooks.Runner:
         """``run(dynamic, params, x) -> outputs`` on a copy merged inside the traced function."""
         _, kind, graphdef = static
         paths = self.paths
@@ -143,9 +143,10 @@ class NNXSession:
                 "submodule that __call__ uses"
             )
 
-        run.describe = describe
-        run.not_reached = not_reached
-        return run
+        runner = cast(_hooks.Runner, run)  # the function, with its two attributes set here
+        runner.describe = describe
+        runner.not_reached = not_reached
+        return runner
 
 
 def nnx_session(model: object, paths: Sequence[Path]) -> NNXSession | None:

@@ -1,7 +1,7 @@
 """The Per-Sample Bottleneck in ``keras.ops``: a line-by-line translation of the reference.
 
 ``iba.bottleneck``, ``iba.smoothing``, ``iba.adam`` and ``iba.optimize.objective`` define the
-formulas (SPEC sections 2 and 4); this module writes them once with ``keras.ops`` so that every
+formulas (docs/mathematics.md sections 2 and 4); this module writes them once with ``keras.ops`` so that every
 Keras backend differentiates them with its own autodiff. The smoothing uses the reference's
 matrices (``iba.smoothing_matrix``) and Adam the reference's arithmetic (not Keras' Adam, which
 places ``eps`` differently).
@@ -15,6 +15,7 @@ import keras
 from keras import ops
 
 import iba
+from iba import driver
 from iba.adam import BETA1, BETA2, EPS
 from iba.layout import is_spatial
 
@@ -109,18 +110,9 @@ def classification_loss(outputs: Any, labels: Any, n_inputs: int, probabilities:
     return mean(ops.reshape(-picked, (n_inputs, -1)), axis=1)
 
 
-def user_loss(loss: Any, n_inputs: int) -> Any:
+def user_loss(loss: Any, n_inputs: int, batch: int) -> Any:
     """The loss of ``loss_fn`` per row (``N * B``), or a scalar for one input, to ``(N,)``."""
     loss = ops.convert_to_tensor(loss)
-    if len(loss.shape) == 0:
-        if n_inputs != 1:
-            raise ValueError(
-                f"loss_fn returned a scalar for {n_inputs} inputs; return one loss per row "
-                f"(N * batch_size rows, input-major)"
-            )
-        return ops.reshape(loss, (1,))
-    if len(loss.shape) != 1:
-        raise ValueError(
-            f"loss_fn must return one loss per row, shape (N * batch_size,), got {tuple(loss.shape)}"
-        )
-    return mean(ops.reshape(loss, (n_inputs, -1)), axis=1)
+    if driver.check_loss_shape(tuple(loss.shape), n_inputs, batch):
+        return mean(ops.reshape(loss, (n_inputs, batch)), axis=1)
+    return ops.reshape(loss, (1,))

@@ -139,9 +139,9 @@ class IBACopy:
         result = self.explainer.analyze(
             self.model, repeated, target=target, noise=noise, seed=seed, details=details
         )
-        maps = result.heatmap if details else result
-        maps = maps.reshape(n_inputs, n_classes, *maps.shape[1:])
-        if not details:
-            return maps
-        result.heatmap = maps
+        if not isinstance(result, iba.Explanation):  # details=False: the heatmaps
+            return result.reshape(n_inputs, n_classes, *result.shape[1:])
+        maps = result.heatmap
+        assert maps is not None  # the driver's explanation() sets it
+        result.heatmap = maps.reshape(n_inputs, n_classes, *maps.shape[1:])
         return result

@@ -1,7 +1,9 @@
-"""``IBA``: estimate feature statistics and explain Keras models (SPEC sections 1, 2 and 4).
+"""``IBA``: estimate feature statistics and explain Keras models.
 
-One code path for every Keras backend, written with ``keras.ops``; only the gradient with respect
-to ``alpha`` comes from the backend (``iba_tf._backend``). The layers before the first bottleneck
+The Per-Sample Bottleneck and CoIBA (docs/mathematics.md sections 1, 2 and 4). The shared driver
+(``iba.driver``) does everything around the arithmetic; this module is the Keras engine: one code
+path for every Keras backend, written with ``keras.ops``; only the gradient with respect to
+``alpha`` comes from the backend (``iba_tf._backend``). The layers before the first bottleneck
 run once per call of ``analyze`` (a sub-model of a Functional/Sequential graph, or a forward pass
 that stops at the layer); the compiled step runs the rest of the model on the ``N * B`` noised
 copies.
@@ -9,69 +11,39 @@ copies.
 
 from __future__ import annotations
 
-import os
+import contextlib
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
-from tqdm.auto import tqdm
 
 import iba
-from iba.layout import check_alpha_shape, is_spatial
-from iba.noise import check_noise
+from iba import driver, targets
+from iba.layout import is_spatial
 from iba_tf import _backend, _graph, _ops
 from iba_tf.layer import IBALayer
 
-ESTIMATE_CHUNK = 256  # rows per forward pass when estimate() is given one array
 
+class KerasEngine(driver.EngineBase):
+    """The Keras engine of ``iba.driver`` (see ``iba.driver.Engine``): ``IBALayer``s."""
 
-class IBA:
-    """Information Bottleneck Attribution at one Keras layer, or CoIBA at several.
-
-    Args:
-        targets: an ``IBALayer`` of the model (object or name), or any layer of a Functional or
-            Sequential model (object or name): then a copy of the model with an ``IBALayer`` after
-            it is used (see ``IBACopy``; the model itself is not changed). A **list** of targets
-            shares one ``alpha`` over channels and layers (CoIBA, SPEC section 4).
-        layout: data format of bottlenecks this explainer inserts (``"channels_last"`` or
-            ``"channels_first"``; default ``keras.config.image_data_format()``).
-        config: an ``iba.Config``; otherwise built from ``**fields`` (``iba.Config`` defaults for
-            one target, ``iba.coiba_config`` defaults for several).
-        **fields: fields of ``iba.Config`` (``beta``, ``steps``, ``lr``, ``batch_size``, ...).
-    """
-
-    def __init__(
-        self,
-        targets: Any,
-        *,
-        layout: str | None = None,
-        config: iba.Config | None = None,
-        **fields: Any,
-    ):
-        many = isinstance(targets, (list, tuple))
-        self.targets = list(targets) if many else [targets]
-        if not self.targets:
-            raise ValueError("IBA needs at least one target layer")
-        config = iba.config.for_targets(len(self.targets), config, **fields)
+    def __init__(self, targets: Any, layout: str | None = None):
+        super().__init__(targets)
+        self.names = [t if isinstance(t, str) else t.name for t in self.targets]
         if layout not in (None, "channels_last", "channels_first"):
             raise ValueError(
                 f"layout must be 'channels_last' or 'channels_first' (token features are "
                 f"recognised by their shape), got {layout!r}"
             )
-        self.config = config
         self.layout = layout
-        self.estimators: list[iba.Estimator] = []
         self._plans: dict[int, tuple[weakref.ref, _Plan]] = {}
         self._steps: dict[Any, Callable] = {}
+        self._current: _Plan | None = None  # the plan of the model being estimated or explained
 
-    def __repr__(self) -> str:
-        names = [t if isinstance(t, str) else t.name for t in self.targets]
-        return f"IBA(targets={names}, config={self.config})"
-
-    def _plan(self, model: Any) -> _Plan:
+    def plan(self, model: Any) -> _Plan:
         if not isinstance(model, keras.Model):
             raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
         entry = self._plans.get(id(model))
@@ -81,138 +53,79 @@ class IBA:
         self._plans[id(model)] = (weakref.ref(model), plan)
         return plan
 
-    def model(self, model: keras.Model) -> keras.Model:
-        """The model this explainer runs for ``model``: itself, or its copy with bottlenecks."""
-        return self._plan(model).model
+    def layout_of(self, shape: tuple[int, ...], index: int) -> str | None:
+        """The layout of target ``index``: its ``IBALayer``'s."""
+        return None if self._current is None else layer_layout(self._current.layers[index])
 
-    def layers(self, model: keras.Model) -> list[IBALayer]:
-        """The ``IBALayer``s this explainer drives in ``model`` (or in its copy)."""
-        return list(self._plan(model).layers)
+    def stored_estimators(self, model: Any) -> list[iba.Estimator] | None:  # in the weights
+        stored = [layer.estimator() for layer in self.plan(model).layers]
+        fitted = [est for est in stored if est is not None]
+        return fitted if len(fitted) == len(stored) else None
 
-    # -- estimation --------------------------------------------------------------------------
+    def store_estimators(self, model: Any, estimators: list[iba.Estimator]) -> None:
+        for layer, est in zip(self.plan(model).layers, estimators):
+            layer.set_estimator(est)  # saved with the model
 
-    def estimate(
-        self,
-        model: keras.Model,
-        data: Iterable,
-        n_samples: int | None = None,
-        progress: bool = True,
-    ) -> list[iba.Estimator]:
-        """Fit the per-element feature statistics of every target layer (SPEC section 1).
+    @contextlib.contextmanager
+    def _using(self, plan: _Plan) -> Iterator[None]:
+        self._current = plan
+        try:
+            yield
+        finally:
+            self._current = None
 
-        Args:
-            data: input batches: a NumPy array (split into chunks), a ``tf.data.Dataset``, a
-                generator or any iterable of batches or of ``(inputs, labels, ...)`` tuples.
-            n_samples: stop after this many samples (default: all of ``data``).
-            progress: show a progress bar of the samples seen.
+    @contextlib.contextmanager
+    def estimation(self, model: Any) -> Iterator[Callable[[Any], list]]:
+        plan = self.plan(model)
+        size = {"rows": 0}
 
-        The statistics go to ``self.estimators`` and into the ``IBALayer``s' weights (saved with
-        the model). The forward pass stops after the last target layer where Keras allows it.
-        """
-        if n_samples is not None and (not isinstance(n_samples, int) or n_samples < 1):
-            raise ValueError(f"n_samples must be a positive int or None, got {n_samples!r}")
-        plan = self._plan(model)
-        total = n_samples
-        if total is None and isinstance(data, np.ndarray):
-            total = len(data)
-        estimators = [iba.Estimator(layout=layer_layout(layer)) for layer in plan.layers]
-        seen = 0
-        with tqdm(total=total, unit="sample", desc="IBA estimate", disable=not progress) as bar:
-            for batch in _batches(data):
-                rows = _rows(batch)
-                if n_samples is not None and seen + rows > n_samples:
-                    rows = n_samples - seen
-                    batch = keras.tree.map_structure(lambda a, r=rows: a[:r], batch)
-                if rows <= 0:
-                    break
-                padded = _pad(batch, ESTIMATE_CHUNK) if isinstance(data, np.ndarray) else batch
-                outputs = plan.features(padded, len(plan.layers), compiled=True)
-                for est, features in zip(estimators, outputs):
-                    est.update(ops.convert_to_numpy(features)[:rows])
-                seen += rows
-                bar.update(rows)
-                if n_samples is not None and seen >= n_samples:
-                    break
-        if seen < 2:
-            raise ValueError(
-                f"estimate() saw {seen} sample(s) in data; the statistics need at least 2 "
-                "(the IBA paper used 5,000-10,000)"
-            )
-        for layer, est in zip(plan.layers, estimators):
-            layer.set_estimator(est)
-        self.estimators = estimators
-        return estimators
+        def capture(batch: Any) -> list[np.ndarray]:
+            rows = driver.n_rows(batch)
+            size["rows"] = max(size["rows"], rows)
+            padded = _pad(batch, size["rows"])  # one compiled shape for every chunk
+            outputs = plan.features(padded, len(plan.layers), compiled=True)
+            return [ops.convert_to_numpy(f)[:rows] for f in outputs]
 
-    def save_estimators(self, path: str | os.PathLike) -> None:
-        """Write the estimators to one ``.npz`` file (no pickle)."""
-        self._require_estimators()
-        iba.save_estimators(path, self.estimators)
+        with self._using(plan):
+            yield capture
 
-    def load_estimators(self, path: str | os.PathLike) -> list[iba.Estimator]:
-        """Read estimators written by ``save_estimators``; checked against the layers at analysis."""
-        self.estimators = iba.load_estimators(path, self.targets)
-        return self.estimators
+    @contextlib.contextmanager
+    def analysis(self, model: Any, x: Any, config: iba.Config) -> Iterator[_Analysis]:
+        plan = self.plan(model)
+        with self._using(plan):
+            yield _Analysis(self, plan, to_tensors(x))
 
-    def _require_estimators(self, plan: _Plan | None = None) -> None:
-        if not self.estimators and plan is not None:
-            stored = [layer.estimator() for layer in plan.layers]
-            if all(est is not None for est in stored):  # statistics saved in the model
-                self.estimators = stored
-        iba.estimator.require_estimators(self.estimators, self.targets)
 
-    # -- analysis ----------------------------------------------------------------------------
+class _Analysis:
+    """One ``analyze`` call: the features before the first bottleneck once, then the steps."""
 
-    def analyze(
-        self,
-        model: keras.Model,
-        x: Any,
-        target: int | Iterable[int] | None = None,
-        loss_fn: Callable[[Any], Any] | None = None,
-        noise: Any = None,
-        seed: int | None = None,
-        details: bool = False,
-    ) -> np.ndarray | iba.Explanation:
-        """Heatmaps of ``N`` inputs ``x``, in bits (SPEC section 2; CoIBA: section 4).
+    def __init__(self, engine: KerasEngine, plan: _Plan, x: Any):
+        self.engine, self.plan, self.x = engine, plan, x
+        self.n_inputs = driver.n_rows(x)
 
-        Args:
-            x: a batch of ``N >= 1`` inputs in the model's layout.
-            target: class index, or one per input: the model loss is the mean over noise samples
-                of ``-log_softmax(outputs)[target]`` (``-log(outputs)[target]`` for a model that
-                ends in a softmax).
-            loss_fn: ``outputs -> loss per row`` (``N * B`` rows, input-major), written with
-                ``keras.ops``; instead of ``target``.
-            noise: ``iba.draw_noise(seed, steps, batch_size, F, n_inputs=N)`` (a list, one per
-                target, for several targets) to run on the same draws as another backend.
-            seed: seeds ``keras.random`` instead (``noise`` and ``seed`` both ``None``: seed 0).
-            details: return an ``iba.Explanation`` (capacity, alpha, lam, alphas, losses, heatmap).
+    def feature_shapes(self) -> list[tuple[int, ...] | None]:
+        return [tuple(layer_shape(layer)) for layer in self.plan.layers]
 
-        Returns:
-            ``(N, H, W)`` at the input's size for images, ``(N, T)`` per token for token features.
-        """
-        if (target is None) == (loss_fn is None):
-            raise ValueError("pass exactly one of target= (class index per input) or loss_fn=")
-        if noise is not None and seed is not None:
-            raise ValueError("pass noise= or seed=, not both")
-        plan = self._plan(model)
-        self._require_estimators(plan)
-        config = self.config
-        x = to_tensors(x)
-        n_inputs = _rows(x)
-        if n_inputs < 1:
-            raise ValueError("x holds no inputs")
-        labels = None if target is None else _labels(target, n_inputs)
+    def input_size(self, layout: str) -> tuple[int, int] | None:
+        return _input_size(self.x, layout)
 
+    def optimize(self, p: driver.Plan) -> driver.Result:
+        plan, x, config, n_inputs = self.plan, self.x, p.config, self.n_inputs
         with _backend.no_grad():
             features = plan.features(x, 1)[0]
         layers = plan.layers
-        layout = layer_layout(layers[0])
+        layout = p.layout
         dtype = keras.backend.standardize_dtype(features.dtype)
-        stats = self._statistics(layers, dtype)
-        shared = len(layers) > 1
-        a_shape = iba.alpha_shape(layers[0].feature_shape, layout, shared)
-        for layer in layers[1:]:
-            check_alpha_shape(a_shape, layer.feature_shape, layer_layout(layer))
-        draws = self._noise(noise, seed, n_inputs, layers, dtype)
+        stats = [
+            _ops.LayerStats(
+                *(
+                    ops.convert_to_tensor(a, dtype)
+                    for a in (s.mean, s.std, np.ones(()) if s.mask is None else s.mask)
+                )
+            )
+            for s in p.stats
+        ]
+        draws = _noise(p, n_inputs, dtype)
 
         batch = config.batch_size
         if plan.head is not None:
@@ -220,26 +133,28 @@ class IBA:
         else:
             runner = plan.model
             inputs = keras.tree.map_structure(lambda a: ops.repeat(a, batch, axis=0), x)
+        labels = p.labels
         rows = ops.convert_to_tensor(
-            np.zeros(1, np.int32) if labels is None else np.repeat(labels, batch)
+            np.zeros(1, np.int32) if labels is None else np.repeat(labels, batch).astype(np.int32)
         )
-        key = (id(plan), loss_fn)  # the function itself: an id could be reused after it is freed
-        if key not in self._steps:
-            objective = _objective(plan, runner, config, loss_fn)
-            self._steps[key] = _backend.make_step(objective, config.lr, runner.variables)
-        step = self._steps[key]
+        steps = self.engine._steps
+        key = (id(plan), p.loss_fn)  # the function itself: an id could be reused after it is freed
+        if key not in steps:
+            objective = _objective(plan, runner, config, p.loss_fn)
+            steps[key] = _backend.make_step(objective, config.lr, runner.variables)
+        step = steps[key]
 
         if labels is not None:
-            _check_labels(labels, plan.n_classes(x))
+            targets.check_range(labels, plan.n_classes(x))
         flat_stats = [t for s in stats for t in s]
-        alpha = ops.full((n_inputs, *a_shape), config.initial_alpha, dtype=dtype)
+        alpha = ops.full((n_inputs, *p.alpha_shape), config.initial_alpha, dtype=dtype)
         mu, nu = ops.zeros_like(alpha), ops.zeros_like(alpha)
         alphas, losses = [ops.convert_to_numpy(alpha)], []
         switches = [ops.convert_to_numpy(layer.bottleneck_on.value) for layer in layers]
         try:
             for layer in layers:
                 layer.bottleneck_on.assign(1)
-            for i in range(config.updates):
+            for i in driver.steps(config.updates, p.progress):
                 count = ops.convert_to_tensor(float(i + 1), dtype)
                 step_noise = [draw(i) for draw in draws]
                 alpha, mu, nu, loss = step(
@@ -255,55 +170,63 @@ class IBA:
         with _backend.no_grad():
             lam = _ops.damping(alpha, layout, config.sigma)
             cap = _ops.capacity(features, lam, *stats[0])
-        capacity = ops.convert_to_numpy(cap).astype(np.float64)
-        maps = iba.heatmap(capacity, layout, _input_size(x, layout))
-        if not details:
-            return maps
-        return iba.Explanation(
-            capacity=capacity,
+        return driver.Result(
+            capacity=ops.convert_to_numpy(cap),
             alpha=alphas[-1],
             lam=ops.convert_to_numpy(lam),
             alphas=np.stack(alphas),
             losses=np.stack(losses) if losses else np.zeros((0, n_inputs)),
-            heatmap=maps,
         )
 
-    def _statistics(self, layers: list[IBALayer], dtype: str) -> list[_ops.LayerStats]:
-        iba.estimator.require_estimators(self.estimators, [layer.name for layer in layers])
-        stats = []
-        for layer, est in zip(layers, self.estimators):
-            try:
-                est.check(layer.feature_shape, layer_layout(layer))
-            except ValueError as err:
-                raise ValueError(f"target {layer.name!r}: {err}") from None
-            s = est.statistics(self.config.min_std, self.config.active_threshold)
-            mask = s.active if len(layers) == 1 else np.ones(())
-            stats.append(
-                _ops.LayerStats(*(ops.convert_to_tensor(a, dtype) for a in (s.mean, s.std, mask)))
-            )
-        return stats
 
-    def _noise(self, noise, seed, n_inputs, layers, dtype) -> list[Callable[[int], Any]]:
-        """Per target layer, ``step -> (N, B, *F)`` standard-normal draws."""
-        config = self.config
-        if noise is None:
-            gen = keras.random.SeedGenerator(0 if seed is None else int(seed))
+def _noise(p: driver.Plan, n_inputs: int, dtype: str) -> list[Callable[[int], Any]]:
+    """Per target layer, ``step -> (N, B, *F)`` standard-normal draws."""
+    if p.noise.arrays is not None:
 
-            def draw(layer):
-                shape = (n_inputs, config.batch_size, *layer.feature_shape)
-                return lambda step: keras.random.normal(shape, dtype=dtype, seed=gen)
+        def fixed(n: np.ndarray) -> Callable[[int], Any]:
+            return lambda step: ops.convert_to_tensor(n[step], dtype)
 
-            return [draw(layer) for layer in layers]
-        arrays = list(noise) if isinstance(noise, (list, tuple)) else [noise]
-        if len(arrays) != len(layers):
-            raise ValueError(
-                f"{len(layers)} target(s) need {len(layers)} noise array(s), got {len(arrays)}"
-            )
-        checked = [
-            check_noise(n, config.steps, n_inputs, config.batch_size, layer.feature_shape)
-            for n, layer in zip(arrays, layers)
-        ]
-        return [lambda step, n=n: ops.convert_to_tensor(n[step], dtype) for n in checked]
+        return [fixed(n) for n in p.noise.arrays]
+    gen = keras.random.SeedGenerator(p.noise.seed)
+
+    def draw(shape: tuple[int, ...]) -> Callable[[int], Any]:
+        full = (n_inputs, p.config.batch_size, *shape)
+        return lambda step: keras.random.normal(full, dtype=dtype, seed=gen)
+
+    return [draw(shape) for shape in p.feature_shapes]
+
+
+class IBA(driver.Explainer):
+    """Information Bottleneck Attribution at one Keras layer, or CoIBA at several.
+
+    Args:
+        targets: an ``IBALayer`` of the model (object or name), or any layer of a Functional or
+            Sequential model (object or name): then a copy of the model with an ``IBALayer`` after
+            it is used (see ``IBACopy``; the model itself is not changed). A **list** of targets
+            shares one ``alpha`` over channels and layers (CoIBA, docs/mathematics.md section 4).
+        layout: data format of bottlenecks this explainer inserts (``"channels_last"`` or
+            ``"channels_first"``; default ``keras.config.image_data_format()``).
+        config: an ``iba.Config``; otherwise built from ``**fields`` (``iba.Config`` defaults for
+            one target, ``iba.coiba_config`` defaults for several).
+        estimators: estimators to start with (a list, one per target, or a saved file's path).
+        **fields: fields of ``iba.Config`` (``beta``, ``steps``, ``lr``, ``batch_size``, ...).
+
+    ``estimate`` (``iba.driver.Explainer.estimate``) also stores the statistics in the
+    ``IBALayer``s' weights (saved with the model), and ``analyze`` uses those when the explainer
+    has none. A ``loss_fn`` is written with ``keras.ops``; for ``target=`` on a model that ends in
+    a softmax the loss is ``-log(outputs)[target]``.
+    """
+
+    engine: KerasEngine
+    engine_type = KerasEngine
+
+    def model(self, model: keras.Model) -> keras.Model:
+        """The model this explainer runs for ``model``: itself, or its copy with bottlenecks."""
+        return self.engine.plan(model).model
+
+    def layers(self, model: keras.Model) -> list[IBALayer]:
+        """The ``IBALayer``s this explainer drives in ``model`` (or in its copy)."""
+        return list(self.engine.plan(model).layers)
 
 
 def layer_layout(layer: IBALayer) -> str:
@@ -313,6 +236,12 @@ def layer_layout(layer: IBALayer) -> str:
             f"IBALayer {layer.name!r} is not built: call the model on data once before explaining"
         )
     return layer.layout
+
+
+def layer_shape(layer: IBALayer) -> tuple[int, ...]:
+    """The feature shape of one input at a built ``IBALayer``."""
+    layer_layout(layer)
+    return tuple(layer.feature_shape)
 
 
 def _objective(plan: _Plan, runner: keras.Model, config: iba.Config, loss_fn) -> Callable:
@@ -354,22 +283,13 @@ def _objective(plan: _Plan, runner: keras.Model, config: iba.Config, loss_fn) ->
         if loss_fn is None:
             model_loss = _ops.classification_loss(outputs, labels, n_inputs, probabilities)
         else:
-            model_loss = _ops.user_loss(loss_fn(outputs), n_inputs)
+            model_loss = _ops.user_loss(loss_fn(outputs), n_inputs, batch)
         model_loss = ops.cast(model_loss, lam.dtype)
         cap = _ops.capacity(features, lam, *stats[0])
         per_input = model_loss + config.beta * _ops.mean(ops.reshape(cap, (n_inputs, -1)), axis=1)
         return ops.sum(per_input), per_input
 
     return objective
-
-
-def _check_labels(labels: np.ndarray, n_classes: int | None) -> None:
-    """Raise if a target class is out of range of the model's outputs."""
-    values = np.asarray(labels)
-    if n_classes is not None and (values.min() < 0 or values.max() >= n_classes):
-        raise ValueError(
-            f"target {sorted(set(values.tolist()))} out of range for {n_classes} model outputs"
-        )
 
 
 class _Plan:
@@ -473,17 +393,6 @@ class _Plan:
         return [captured[i] for i in range(n)]
 
 
-def _batches(data: Any) -> Iterator[Any]:
-    if isinstance(data, np.ndarray) or keras.ops.is_tensor(data):
-        for start in range(0, int(data.shape[0]), ESTIMATE_CHUNK):
-            yield data[start : start + ESTIMATE_CHUNK]
-        return
-    if type(data).__module__.startswith("tensorflow") and hasattr(data, "as_numpy_iterator"):
-        data = data.as_numpy_iterator()
-    for batch in data:
-        yield batch[0] if isinstance(batch, (tuple, list)) else batch
-
-
 def to_tensors(x: Any) -> Any:
     """Backend tensors of ``x`` (a tensor, an array or a structure of them), NumPy dtypes kept.
 
@@ -499,31 +408,15 @@ def to_tensors(x: Any) -> Any:
 
 
 def _pad(batch: Any, rows: int) -> Any:
-    """``batch`` with its last row repeated up to ``rows`` rows: one compiled shape for all."""
-    missing = rows - _rows(batch)
-    if missing <= 0:
+    """A NumPy ``batch`` with its last row repeated up to ``rows`` rows: one compiled shape for
+    all chunks (other batches are left as they are)."""
+    missing = rows - driver.n_rows(batch)
+    leaves = keras.tree.flatten(batch)
+    if missing <= 0 or not all(isinstance(a, np.ndarray) for a in leaves):
         return batch
     return keras.tree.map_structure(
         lambda a: np.concatenate([a, np.repeat(a[-1:], missing, axis=0)]), batch
     )
-
-
-def _rows(x: Any) -> int:
-    leaves = keras.tree.flatten(x)
-    if not leaves or not getattr(leaves[0], "shape", ()):
-        raise ValueError("inputs must be arrays with a batch axis first")
-    return int(leaves[0].shape[0])
-
-
-def _labels(target: Any, n_inputs: int) -> np.ndarray:
-    labels = np.asarray(target)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"target must be an int or ints, got {target!r}")
-    if labels.ndim == 0:
-        labels = np.full(n_inputs, int(labels))
-    if labels.shape != (n_inputs,):
-        raise ValueError(f"target has shape {labels.shape}; expected one int or {n_inputs} ints")
-    return labels.astype(np.int32)
 
 
 def _input_size(x: Any, layout: str) -> tuple[int, int] | None:
@@ -534,4 +427,6 @@ def _input_size(x: Any, layout: str) -> tuple[int, int] | None:
     if not is_spatial(layout) or isinstance(x, (list, tuple, dict)) or len(x.shape) != 4:
         return None
     shape = tuple(int(s) for s in x.shape)
-    return shape[1:3] if keras.config.image_data_format() == "channels_last" else shape[2:4]
+    if keras.config.image_data_format() == "channels_last":
+        return shape[1], shape[2]
+    return shape[2], shape[3]

@@ -1,4 +1,4 @@
-"""``IBALayer``: the Per-Sample Bottleneck as a Keras 3 layer (SPEC section 2).
+"""``IBALayer``: the Per-Sample Bottleneck as a Keras 3 layer (docs/mathematics.md section 2).
 
 The layer is the identity in ``fit``, ``predict`` and every ordinary call. It becomes the
 bottleneck only while an explanation runs: ``iba_tf.IBA.analyze`` drives it with per-input
@@ -9,6 +9,7 @@ compiled ones included (a Python flag would be baked into Keras' compiled JAX fu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -89,7 +90,8 @@ class IBALayer(keras.layers.Layer):
         self.seed = int(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self.supports_masking = True
-        self._hook = None  # set by iba_tf.IBA while it estimates or explains
+        # set by iba_tf.IBA while it estimates or explains
+        self._hook: Callable[[IBALayer, Any], Any] | None = None
 
     # -- Keras layer protocol ----------------------------------------------------------------
 

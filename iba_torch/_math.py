@@ -1,6 +1,6 @@
 """The Per-Sample Bottleneck in ``torch``: a line-by-line translation of the reference.
 
-``iba.bottleneck``, ``iba.smoothing`` and ``iba.optimize.objective`` define the formulas (SPEC
+``iba.bottleneck``, ``iba.smoothing`` and ``iba.optimize.objective`` define the formulas (docs/mathematics.md
 sections 2 and 4); this module writes them with ``torch`` operations so that autograd
 differentiates them with respect to ``alpha``. Constants (smoothing matrices, Adam's betas and
 eps) come from the reference.
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 import iba
+from iba import driver
 from iba.adam import BETA1, BETA2, EPS
 from iba.layout import is_spatial
 
@@ -27,13 +28,13 @@ class LayerStats(NamedTuple):
     mask: torch.Tensor | float
 
 
-def layer_stats(statistics: iba.Statistics, masked: bool, like: torch.Tensor) -> LayerStats:
-    """``iba.Statistics`` as tensors on ``like``'s device and dtype; the mask only if ``masked``."""
+def layer_stats(statistics: Any, like: torch.Tensor) -> LayerStats:
+    """The driver's ``LayerStatistics`` as tensors on ``like``'s device and dtype (no mask: 1)."""
 
     def tensor(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(a), dtype=like.dtype, device=like.device)
 
-    mask = tensor(statistics.active) if masked else 1.0
+    mask = 1.0 if statistics.mask is None else tensor(statistics.mask)
     return LayerStats(tensor(statistics.mean), tensor(statistics.std), mask)
 
 
@@ -171,12 +172,6 @@ def user_loss(loss_fn: Callable, outputs: Any, n_inputs: int, batch: int) -> tor
     loss = loss_fn(outputs)
     if not isinstance(loss, torch.Tensor):
         raise TypeError(f"loss_fn must return a torch.Tensor, got {type(loss).__name__}")
-    if tuple(loss.shape) == (n_inputs * batch,):
+    if driver.check_loss_shape(tuple(loss.shape), n_inputs, batch):
         return loss.reshape(n_inputs, batch).mean(1)
-    if loss.ndim == 0 and n_inputs == 1:
-        return loss[None]
-    raise ValueError(
-        f"loss_fn must return one loss per row, shape ({n_inputs * batch},) for {n_inputs} "
-        f"input(s) x {batch} noise samples, or a scalar for one input; got shape "
-        f"{tuple(loss.shape)}"
-    )
+    return loss[None]

@@ -1,6 +1,6 @@
 """How ``analyze`` runs the model on the noised features: three paths with identical results.
 
-The features before the first target do not depend on ``alpha`` (SPEC section 2), so they are
+The features before the first target do not depend on ``alpha`` (docs/mathematics.md section 2), so they are
 computed once per input batch, and each optimisation step runs only what follows:
 
 - ``"fx"``: the model is traced with ``torch.fx`` (target layers kept as leaves) and cut at the
@@ -92,7 +92,8 @@ class _PrefixValues(fx.Interpreter):
 
     def __init__(self, module: fx.GraphModule, stop: fx.Node):
         super().__init__(module, garbage_collect_values=False)
-        self.stop, self.values = stop, {}
+        self.stop = stop
+        self.values: dict[fx.Node, Any] = {}
 
     def run_node(self, n: fx.Node) -> Any:
         out = super().run_node(n)
@@ -287,7 +288,7 @@ def choose(
                 reference = _model.call(model, copies)
         return reference
 
-    result = None
+    result: tuple[str, Split | None, str] | None = None
     if strategy in ("auto", "fx"):
         try:
             split = Split(model, first[0], leaves, inputs)
@@ -353,6 +354,7 @@ def runner(
 ) -> Runner:
     """The runner of path ``name``."""
     if name == "fx":
+        assert split is not None  # choose() gives "fx" with its split
         return SplitRunner(split, inputs, n_inputs, batch)
     if name == "expand":
         return ExpandRunner(model, inputs, n_inputs, batch)

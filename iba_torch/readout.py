@@ -1,4 +1,4 @@
-"""The Readout Bottleneck (Schulz et al., ICLR 2020, section 3.2; SPEC section 3).
+"""The Readout Bottleneck (Schulz et al., ICLR 2020, section 3.2; docs/mathematics.md section 3).
 
 A small network predicts ``alpha`` from features read at several layers, in one forward pass;
 it is trained over a data set to minimise cross entropy plus ``beta`` times the bottleneck's mean
@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 import iba
+from iba import driver
 from iba_torch import _math, _model
 
 FORMAT_VERSION = 1
@@ -95,55 +96,39 @@ class Readout:
         n_samples: int | None = None,
         progress: bool = True,
     ) -> list[iba.Estimator]:
-        """Fit the estimators of the bottleneck and of every readout layer (SPEC section 1).
+        """Fit the estimators of the bottleneck and of every readout layer (docs/mathematics.md section 1).
 
         Vector readouts ``(D,)`` are kept as ``(D, 1, 1)`` feature maps. Builds the readout
         network (fresh weights) for the channel counts found.
         """
         modules = _model.resolve(model, self._targets)
         device, dtype = _model.model_device_dtype(model)
-        estimators: list[iba.Estimator] = []
-        seen = 0
+
+        def capture(batch: Any) -> list[torch.Tensor]:
+            inputs = _model.as_inputs(batch, device, dtype)
+            _model.check_finite(inputs)
+            return [_as_map(f) for f in _model.capture(model, inputs, modules, ordered=False)]
+
         with _model.preserved(model, freeze=False):
-            bar = tqdm(
-                total=n_samples, unit="sample", desc="Readout estimate", disable=not progress
+            estimators = driver.fit_estimators(
+                capture, data, n_samples, progress, desc="Readout estimate"
             )
-            with bar:
-                for x, _ in _labelled(data, need_labels=False):
-                    inputs = _model.as_inputs(x, device, dtype)
-                    rows = _model.n_rows(inputs)
-                    if n_samples is not None and seen + rows > n_samples:
-                        keep = n_samples - seen
-                        inputs = _model.map_inputs(inputs, lambda t, k=keep: t[:k], rows)
-                        rows = keep
-                    _model.check_finite(inputs)
-                    features = [
-                        _as_map(f) for f in _model.capture(model, inputs, modules, ordered=False)
-                    ]
-                    if not estimators:
-                        estimators = [iba.Estimator(layout="channels_first") for _ in features]
-                    for est, f in zip(estimators, features):
-                        est.update(f.cpu().numpy())
-                    seen += rows
-                    bar.update(rows)
-                    if n_samples is not None and seen >= n_samples:
-                        break
-        if not estimators:
-            raise ValueError("estimate() got no data: the iterable yielded no batches")
         self.estimators = estimators
         self.network = self._build()
         return estimators
 
     def _build(self) -> torch.nn.Sequential:
-        channels = self.estimators[0].feature_shape[0]
-        in_channels = sum(e.feature_shape[0] for e in self.estimators[1:])
+        channels = _channels(self.estimators[0])
+        in_channels = sum(_channels(e) for e in self.estimators[1:])
         return readout_network(in_channels, channels)
 
-    def _require(self) -> None:
+    def _require(self) -> torch.nn.Sequential:
+        """The readout network; raises before ``estimate`` or ``load``."""
         if not self.estimators or self.network is None:
             raise RuntimeError(
                 "no feature statistics yet: call estimate(model, data) or Readout.load(path) first"
             )
+        return self.network
 
     # -- the forward pass ------------------------------------------------------------------------
 
@@ -151,7 +136,8 @@ class Readout:
         stats = []
         for i, est in enumerate(self.estimators):
             s = est.statistics(self.config.min_std, self.config.active_threshold)
-            stats.append(_math.layer_stats(s, masked=i == 0, like=like))
+            mask = s.active if i == 0 else None  # the bottleneck masks; the readouts do not
+            stats.append(_math.layer_stats(driver.LayerStatistics(s.mean, s.std, mask), like))
         return stats
 
     def _read(self, model, inputs, modules, stats) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,6 +164,7 @@ class Readout:
         return r, torch.cat(parts, dim=1)
 
     def _alpha(self, readout_input: torch.Tensor) -> torch.Tensor:
+        assert self.network is not None  # after _require()
         return self.network(readout_input).clamp(-ALPHA_BOUND, ALPHA_BOUND)
 
     # -- training --------------------------------------------------------------------------------
@@ -198,12 +185,12 @@ class Readout:
         gradients and the model is left as it was). Returns (and appends to ``self.losses``) the
         loss of every batch.
         """
-        self._require()
+        network = self._require()
         modules = _model.resolve(model, self._targets)
         device, dtype = _model.model_device_dtype(model)
         config = self.config
-        self.network.to(device=device, dtype=dtype)
-        optimizer = torch.optim.Adam(self.network.parameters(), lr=lr)
+        network.to(device=device, dtype=dtype)
+        optimizer = torch.optim.Adam(network.parameters(), lr=lr)
         generator = None
         if seed is not None:
             generator = torch.Generator(device=device or "cpu").manual_seed(int(seed))
@@ -217,11 +204,11 @@ class Readout:
         like = torch.empty((), dtype=dtype or torch.float32, device=device or "cpu")
         stats = self._stats(like)
         log: list[float] = []
-        self.network.train()
+        network.train()
         with _model.preserved(model), _model.hooks([(modules[0][1], hook)]):
             bar = tqdm(range(epochs), desc="Readout fit", unit="epoch", disable=not progress)
             for _ in bar:
-                for x, y in _labelled(data, need_labels=True):
+                for x, y in _labelled(data):
                     inputs = _model.as_inputs(x, device, dtype)
                     _model.check_finite(inputs)
                     state.clear()
@@ -248,7 +235,7 @@ class Readout:
                     optimizer.step()
                     log.append(float(loss))
                     bar.set_postfix(loss=f"{log[-1]:.4g}")
-        self.network.eval()
+        network.eval()
         self.losses.extend(log)
         return log
 
@@ -262,7 +249,7 @@ class Readout:
         With ``details=True``, an ``iba.Explanation`` with ``capacity``, ``alpha``, ``lam`` and
         the heatmap (``alphas`` holds the one ``alpha``, ``losses`` is empty).
         """
-        self._require()
+        network = self._require()
         modules = _model.resolve(model, self._targets)
         device, dtype = _model.model_device_dtype(model)
         inputs = _model.as_inputs(x, device, dtype)
@@ -270,7 +257,7 @@ class Readout:
         config = self.config
         with _model.preserved(model), torch.no_grad():
             r0 = _model.capture(model, inputs, modules[:1])[0]
-            self.network.to(device=r0.device, dtype=r0.dtype).eval()
+            network.to(device=r0.device, dtype=r0.dtype).eval()
             stats = self._stats(r0)
             r, readout_input = self._read(model, inputs, modules, stats)
             alpha = self._alpha(readout_input)
@@ -303,7 +290,7 @@ class Readout:
         The file holds tensors and plain Python values only: ``torch.load(weights_only=True)``
         reads it.
         """
-        self._require()
+        network = self._require()
         names = [t if isinstance(t, str) else None for t in self._targets]
         if None in names:
             raise ValueError("save() needs the layers given by name (dotted names), not modules")
@@ -328,7 +315,7 @@ class Readout:
                     "active_threshold": self.config.active_threshold,
                 },
                 "estimators": estimators,
-                "network": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+                "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
                 "losses": list(self.losses),
             },
             path,
@@ -356,6 +343,12 @@ class Readout:
         return readout
 
 
+def _channels(est: iba.Estimator) -> int:
+    """The channels ``C`` of a fitted (or loaded) estimator's ``(C, h, w)`` features."""
+    assert est.feature_shape is not None  # set by its first batch or by from_arrays
+    return est.feature_shape[0]
+
+
 def _as_map(features: torch.Tensor) -> torch.Tensor:
     """Readout features as ``(N, C, h, w)``: vectors ``(N, D)`` become ``(N, D, 1, 1)``."""
     if features.ndim == 2:
@@ -368,17 +361,11 @@ def _as_map(features: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _labelled(data: Iterable, need_labels: bool):
+def _labelled(data: Iterable):
+    """``(inputs, labels)`` of every batch; ``fit`` trains on labelled batches only."""
     if isinstance(data, (torch.Tensor, np.ndarray)):
-        if need_labels:
-            raise TypeError("fit() needs (inputs, labels) batches, e.g. a DataLoader")
-        for start in range(0, len(data), 256):
-            yield data[start : start + 256], None
-        return
+        raise TypeError("fit() needs (inputs, labels) batches, e.g. a DataLoader")
     for batch in data:
-        if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-            yield batch[0], batch[1]
-        elif need_labels:
+        if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
             raise TypeError("fit() needs (inputs, labels, ...) batches, e.g. from a DataLoader")
-        else:
-            yield (batch[0] if isinstance(batch, (tuple, list)) else batch), None
+        yield batch[0], batch[1]

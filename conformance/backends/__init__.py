@@ -9,15 +9,19 @@ from __future__ import annotations
 import importlib
 import types
 
-BACKENDS = {
-    "numpy": "conformance.backends.numpy_reference",
-    "torch": "conformance.backends.torch_hooks",
-    "keras-tensorflow": "conformance.backends.keras_tensorflow",
-    "keras-jax": "conformance.backends.keras_jax",
-    "keras-torch": "conformance.backends.keras_torch",
-    "flax-linen": "conformance.backends.flax_linen",
-    "flax-nnx": "conformance.backends.flax_nnx",
+from iba import backends as registry
+
+# The module of each backend; the names and their order come from the registry (iba.backends).
+_MODULES = {
+    "numpy": "numpy_reference",
+    "torch": "torch_hooks",
+    "keras-tensorflow": "keras_tensorflow",
+    "keras-jax": "keras_jax",
+    "keras-torch": "keras_torch",
+    "flax-linen": "flax_linen",
+    "flax-nnx": "flax_nnx",
 }
+BACKENDS = {name: f"conformance.backends.{_MODULES[name]}" for name in registry.conformance_names()}
 
 
 def load(name: str) -> types.ModuleType:

@@ -58,10 +58,11 @@ def stages(case: vectors.Case, features, explanation: iba.Explanation, last: boo
 
 def features_by_estimate(estimate: Callable, x) -> np.ndarray:
     """The features at the first target, computed by the backend's own model through the adapter:
-    ``estimate(x_i)`` fits an ``iba.Estimator`` on one input, whose mean is that input's features."""
+    ``estimate(x_i)`` fits an ``iba.Estimator`` on one input given twice (an estimator needs two
+    samples), whose mean is exactly that input's features."""
     rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for i in range(len(x)):
-            rows.append(estimate(x[i : i + 1])[0].mean)
+            rows.append(estimate(x[[i, i]])[0].mean)
     return np.stack(rows)

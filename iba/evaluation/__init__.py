@@ -1,4 +1,4 @@
-"""Evaluation metrics for attribution maps, framework-agnostic (SPEC section 7).
+"""Evaluation metrics for attribution maps, framework-agnostic (docs/mathematics.md section 7).
 
 Every metric takes the model as a plain callable on NumPy batches (``(n, ...)`` in,
 ``(n, n_classes)`` out), so the heatmaps of every backend are evaluated the same way; perturbed

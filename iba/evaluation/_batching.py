@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from iba.targets import check_range, labels
+
 Model = Callable[[np.ndarray], Any]
 """A model: NumPy batch ``(n, ...)`` in, outputs ``(n, n_classes)`` out (anything ``np.asarray``
 accepts, e.g. a NumPy array or a CPU tensor)."""
@@ -88,9 +90,7 @@ def model_outputs(model: Model, batch: np.ndarray) -> np.ndarray:
 
 def select_scores(outputs: np.ndarray, targets: np.ndarray, score: str) -> np.ndarray:
     """The target's score per row of ``outputs``: softmax probability or the raw output."""
-    n_classes = outputs.shape[1]
-    if targets.size and (targets.max() >= n_classes):
-        raise ValueError(f"target {int(targets.max())} out of range for {n_classes} model outputs")
+    check_range(targets, outputs.shape[1])
     if score == "softmax":
         outputs = np.exp(log_softmax(outputs))
     return outputs[np.arange(len(outputs)), targets]
@@ -100,15 +100,9 @@ def check_targets(targets: int | np.ndarray | None, n: int) -> np.ndarray | None
     """One non-negative int target per input (an int is broadcast); ``None`` stays ``None``."""
     if targets is None:
         return None
-    array = np.asarray(targets)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(f"targets must be integers (class indices), got dtype {array.dtype}")
-    array = np.broadcast_to(array, (n,)) if array.ndim == 0 else array
-    if array.shape != (n,):
-        raise ValueError(f"need one target per input: {n} inputs, targets of shape {array.shape}")
-    if array.size and array.min() < 0:
-        raise ValueError(f"targets must be >= 0, got {int(array.min())}")
-    return array.astype(np.int64)
+    array = labels(targets, n)
+    check_range(array, None)
+    return array
 
 
 def evaluate(

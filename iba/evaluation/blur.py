@@ -9,6 +9,7 @@ the edge is not repeated; torchvision's ``gaussian_blur`` pads the same way).
 from __future__ import annotations
 
 import functools
+from typing import cast
 
 import numpy as np
 
@@ -32,7 +33,8 @@ def gaussian_kernel_1d(size: int, sigma: float) -> np.ndarray:
 def _convolution_matrix(size: int, kernel: tuple[float, ...]) -> np.ndarray:
     pad = (len(kernel) - 1) // 2
     padded = np.pad(np.eye(size), ((pad, pad), (0, 0)), mode="reflect")
-    matrix = sum(k * padded[i : i + size] for i, k in enumerate(kernel))
+    # an array: the kernel is never empty (sum() of nothing would be 0)
+    matrix = cast(np.ndarray, sum(k * padded[i : i + size] for i, k in enumerate(kernel)))
     matrix.setflags(write=False)
     return matrix
 

@@ -1,4 +1,4 @@
-"""Bounding-box ratio (SPEC section 7; Schulz et al., ICLR 2020, section 4).
+"""Bounding-box ratio (docs/mathematics.md section 7; Schulz et al., ICLR 2020, section 4).
 
 With ``n`` the number of pixels inside the object's box, the score is the fraction of the ``n``
 highest-scored heatmap pixels that lie inside the box. Pixels tied with the ``n``-th highest value

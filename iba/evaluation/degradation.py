@@ -1,4 +1,4 @@
-"""Degradation: MoRF / LeRF tile removal (SPEC section 7; Schulz et al., ICLR 2020, after
+"""Degradation: MoRF / LeRF tile removal (docs/mathematics.md section 7; Schulz et al., ICLR 2020, after
 Ancona et al., ICLR 2018).
 
 The image is cut into ``tile_size`` x ``tile_size`` tiles, ranked by the mean heatmap value inside

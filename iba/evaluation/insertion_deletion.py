@@ -1,4 +1,4 @@
-"""Insertion and deletion (SPEC section 7; Petsiuk et al., RISE, BMVC 2018, as in CoIBA's
+"""Insertion and deletion (docs/mathematics.md section 7; Petsiuk et al., RISE, BMVC 2018, as in CoIBA's
 evaluation, Hong et al., CVPR 2025).
 
 Pixels are ordered by the heatmap, highest first (a stable sort: ties in row-major order), and

@@ -1,4 +1,4 @@
-"""M2IB confidence drop and increase (SPEC section 7; Wang et al., NeurIPS 2023).
+"""M2IB confidence drop and increase (docs/mathematics.md section 7; Wang et al., NeurIPS 2023).
 
 For an image-text dual encoder such as CLIP. The explained modality's input is multiplied by its
 map (images by the full 2-D map, all channels alike; tokens by one weight per token embedding) and

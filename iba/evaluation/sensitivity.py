@@ -1,4 +1,4 @@
-"""Sensitivity-n (SPEC section 7; Ancona et al., "Towards better understanding of gradient-based
+"""Sensitivity-n (docs/mathematics.md section 7; Ancona et al., "Towards better understanding of gradient-based
 attribution methods for deep neural networks", ICLR 2018).
 
 For ``n_values`` log-spaced subset sizes ``n`` up to ``max_fraction`` (80 %) of the tiles, draw

@@ -1,4 +1,4 @@
-"""Text degradation by token deletion (SPEC section 7; Jiang et al., Findings of EMNLP 2020).
+"""Text degradation by token deletion (docs/mathematics.md section 7; Jiang et al., Findings of EMNLP 2020).
 
 For each fraction ``f`` of the deletable tokens (9 fractions, 10 % to 90 %), the
 ``k = floor(f * L + 0.5)`` tokens with the highest map values are deleted (``L``: the sequence's

@@ -135,11 +135,11 @@ class Sequential(Layer):
             self._index(name, 0)
         backwards = []
         for name, layer in self.layers[self._index(start, 0) : self._index(stop, len(self.layers))]:
-            x, backward = layer.forward(x)
-            backwards.append(backward)
+            x, layer_backward = layer.forward(x)
+            backwards.append(layer_backward)
             if name in inserts:
-                x, backward = inserts[name](x)
-                backwards.append(backward)
+                x, insert_backward = inserts[name](x)
+                backwards.append(insert_backward)
 
         def backward(g):
             for b in reversed(backwards):

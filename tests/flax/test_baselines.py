@@ -9,6 +9,8 @@ Also: the top class as default target, batching, the errors, and the model left 
 
 from __future__ import annotations
 
+import inspect
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -17,6 +19,7 @@ import pytest
 from flax import nnx
 
 import iba
+import iba.baselines
 from iba_jax import baselines
 
 N, H, W, C, K, F = 3, 6, 6, 2, 4, 3
@@ -251,13 +254,13 @@ def test_random_is_seeded(linear, x):
 @pytest.mark.parametrize("name", sorted(CALLS))
 def test_bad_targets(linen_conv, x, name):
     method, options = baselines.BASELINES[name], CALLS[name]
-    with pytest.raises(ValueError, match=f"target 7 out of range for a model with {K} outputs"):
+    with pytest.raises(ValueError, match=rf"target \[7\] out of range for {K} model outputs"):
         method(linen_conv, x, 7, **options)
     with pytest.raises(ValueError, match="expected one int or 3 ints"):
         method(linen_conv, x, [1, 2], **options)
     with pytest.raises(TypeError, match="one int per input"):
         method(linen_conv, x, 1.5, **options)
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ValueError, match=rf"target \[-1\] out of range for {K} model outputs"):
         method(linen_conv, x, -1, **options)
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
         method(linen_conv, x, 1, batch_size=0, **options)
@@ -287,3 +290,16 @@ def test_errors(linen_conv, nnx_conv, x):
     assert isinstance(nnx_conv.fc, nnx.Linear)  # unwrapped after the error
     with pytest.raises(TypeError, match="must be a Flax Linen"):
         baselines.saliency(lambda a: a, x, 0)
+
+
+@pytest.mark.parametrize("name", sorted(iba.baselines.BASELINES))
+def test_methods_are_the_shared_definitions(name):
+    """The docstring and the signature of the adapter's method are ``iba.baselines``' (Grad-CAM
+    adds the backend option ``layer``, a module path)."""
+    method = getattr(baselines, name)
+    assert method.__doc__ == iba.baselines.BASELINES[name].__doc__
+    shared = str(inspect.signature(iba.baselines.BASELINES[name]))
+    shared = shared.replace("model: 'Backend'", "model: 'Any'")
+    if name == "grad_cam":
+        shared = shared.replace("*, relu", "*, layer: 'str | tuple', relu")
+    assert str(inspect.signature(method)) == shared and baselines.BASELINES[name] is method

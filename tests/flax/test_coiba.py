@@ -1,4 +1,4 @@
-"""CoIBA on a small Linen ViT: one alpha per token shared over two LayerNorms (SPEC section 4)."""
+"""CoIBA on a small Linen ViT: one alpha per token shared over two LayerNorms (docs/mathematics.md section 4)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,8 @@ left as it was.
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from conftest import float64
 from keras import layers
 
 import iba
+import iba.baselines
 from iba_tf import baselines
 
 N, H, W, C, K, F = 3, 6, 6, 2, 4, 3
@@ -223,13 +226,13 @@ def test_model_left_as_it_was(x):
 @pytest.mark.parametrize("name", sorted(CALLS))
 def test_bad_targets(conv, x, name):
     method, options = baselines.BASELINES[name], CALLS[name]
-    with pytest.raises(ValueError, match=f"target 7 out of range for a model with {K} outputs"):
+    with pytest.raises(ValueError, match=rf"target \[7\] out of range for {K} model outputs"):
         method(conv[0], x, 7, **options)
     with pytest.raises(ValueError, match="expected one int or 3 ints"):
         method(conv[0], x, [1, 2], **options)
     with pytest.raises(TypeError, match="one int per input"):
         method(conv[0], x, 1.5, **options)
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ValueError, match=rf"target \[-1\] out of range for {K} model outputs"):
         method(conv[0], x, -1, **options)
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
         method(conv[0], x, 1, batch_size=0, **options)
@@ -307,3 +310,20 @@ def test_smoothgrad_seed_gives_the_same_noise_in_either_layout(x):
     )
     np.testing.assert_allclose(a, b, **TOL)
     assert not np.allclose(a, baselines.smoothgrad(last, x, 1, seed=8, **options))
+
+
+@pytest.mark.parametrize("name", sorted(iba.baselines.BASELINES))
+def test_methods_are_the_shared_definitions(name):
+    """The adapter's method is ``iba.baselines``' (docstring and signature), on a keras.Model, with
+    the backend options: ``layout`` (every method) and ``layer`` (Grad-CAM's, required)."""
+    shared, method = iba.baselines.BASELINES[name], baselines.BASELINES[name]
+    assert method is getattr(baselines, name) and method.__doc__ == shared.__doc__
+    signature = inspect.signature(shared)
+    model, *rest = signature.parameters.values()
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    layout = inspect.Parameter("layout", keyword, default=None, annotation="str | None")
+    layer = inspect.Parameter("layer", keyword, annotation="str | keras.layers.Layer")
+    if name == "grad_cam":
+        rest.insert(2, layer)
+    parameters = [model.replace(annotation="keras.Model"), *rest, layout]
+    assert inspect.signature(method) == signature.replace(parameters=parameters)

@@ -132,8 +132,8 @@ def test_sequential_functional_subclassed_agree(data):
     maps = []
     for model in (sequential, functional, subclassed):
         maps.append(explainer.analyze(model, x[:2], target=[1, 2], noise=noise))
-    assert explainer._plan(subclassed).head is None
-    assert explainer._plan(functional).head is not None
+    assert explainer.engine.plan(subclassed).head is None
+    assert explainer.engine.plan(functional).head is not None
     assert maps[0].shape == (2, 8, 8)
     np.testing.assert_allclose(maps[1], maps[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(maps[2], maps[0], rtol=1e-5, atol=1e-6)

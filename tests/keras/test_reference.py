@@ -149,7 +149,8 @@ def test_coiba_on_a_vit_equals_reference():
     with pytest.warns(UserWarning, match="only 64 samples"):
         explainer.estimate(model, nhwc(data), progress=False)
         got = explainer.analyze(model, nhwc(x), target=[1, 4], noise=noise, details=True)
-    assert explainer._plan(model).head is None  # no cut: the residual stream passes the layers
+    # no cut: the residual stream passes the layers
+    assert explainer.engine.plan(model).head is None
     assert got.alpha.shape == (2, 17, 1) and got.heatmap.shape == (2, 17)
     assert_close(got.alphas, want.alphas)
     assert_close(got.capacity, want.capacity)

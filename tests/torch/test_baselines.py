@@ -7,6 +7,7 @@ which the test seeds and replays). Also checked: the model is left as it was, an
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 
 import numpy as np
@@ -23,6 +24,7 @@ from captum.attr import (
 )
 from torch import nn
 
+import iba.baselines
 from iba_torch import baselines
 
 N, C, H, W, CLASSES = 3, 3, 16, 16, 5
@@ -274,13 +276,13 @@ def test_model_state_preserved(x, name):
 @pytest.mark.parametrize("name", [n for n in sorted(CALLS) if n != "random"])
 def test_bad_targets(model, x, name):
     method, options = baselines.BASELINES[name], CALLS[name]
-    with pytest.raises(ValueError, match="out of range for a model with 5 outputs"):
+    with pytest.raises(ValueError, match=r"target \[7\] out of range for 5 model outputs"):
         method(model, x, 7, **options)
     with pytest.raises(ValueError, match="expected one int or 3 ints"):
         method(model, x, [1, 2], **options)
     with pytest.raises(TypeError, match="one int per input"):
         method(model, x, 1.5, **options)
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ValueError, match=r"target \[-1\] out of range for 5 model outputs"):
         method(model, x, -1, **options)
 
 
@@ -305,3 +307,21 @@ def test_errors(model, x):
         baselines.occlusion(model, x, 0, patch=32)
     with pytest.raises(TypeError, match="torch.nn.Module"):
         baselines.saliency(lambda a: a, x, 0)
+
+
+@pytest.mark.parametrize("name", sorted(iba.baselines.BASELINES))
+def test_methods_are_the_shared_definitions(name):
+    """Each method is ``iba.baselines``' with its docstring and signature: ``model`` a Module,
+    and Grad-CAM's required ``layer``, the backend option, first of its keyword arguments."""
+    shared, method = iba.baselines.BASELINES[name], getattr(baselines, name)
+    assert baselines.BASELINES[name] is method and method.__doc__ == shared.__doc__
+    model, *options = inspect.signature(method).parameters.values()
+    if name == "grad_cam":
+        layer = options.pop(2)
+        assert (layer.name, layer.default, layer.kind) == ("layer", layer.empty, layer.KEYWORD_ONLY)
+        with pytest.raises(TypeError, match="missing a required argument: 'layer'"):
+            method(small_cnn(), torch.zeros(1, C, H, W), 0)
+    assert [model.annotation, *options] == [
+        "torch.nn.Module",
+        *list(inspect.signature(shared).parameters.values())[1:],
+    ]

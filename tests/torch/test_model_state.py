@@ -118,7 +118,7 @@ def test_exception_in_loss_leaves_the_model_as_it_was(prepared, strategy):
         with pytest.raises(KeyError, match="boom"):
             explainer.analyze(model, data[:1], loss_fn=failing)
     assert_same(before, snapshot(model))
-    assert explainer._handles == []
+    assert explainer.engine.handles == []
     # the explainer still works afterwards
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

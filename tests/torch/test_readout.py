@@ -1,4 +1,4 @@
-"""The Readout Bottleneck (SPEC section 3) on the MNIST CNN."""
+"""The Readout Bottleneck (docs/mathematics.md section 3) on the MNIST CNN."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``iba.demo.weights`` reads the bundled checkpoint without PyTorch: the same arrays as
+"""``iba.models.checkpoint`` reads the bundled checkpoint without PyTorch: the same arrays as
 ``torch.load``, and clear errors on files that are not such a checkpoint."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from iba.demo import weights
+from iba.models import checkpoint
 
 
 def test_bundled_weights_equal_torch_load():
-    path = weights.efficientnet_lite0_path()
-    ours = weights.efficientnet_lite0()
+    path = checkpoint.efficientnet_lite0_path()
+    ours = checkpoint.efficientnet_lite0()
     theirs = torch.load(str(path), map_location="cpu", weights_only=True)
     assert list(ours) == list(theirs)  # same names, same order
     for name, tensor in theirs.items():
@@ -35,7 +35,7 @@ def test_non_contiguous_views_are_copied_with_their_strides(tmp_path):
     }
     path = tmp_path / "legacy.pth"
     torch.save(state, path, _use_new_zipfile_serialization=False)
-    read = weights.read_torch_checkpoint(path)
+    read = checkpoint.read_torch_checkpoint(path)
     for name, tensor in state.items():
         np.testing.assert_array_equal(read[name], tensor.numpy(), err_msg=name)
         assert read[name].flags.c_contiguous and read[name].flags.writeable
@@ -45,15 +45,15 @@ def test_other_files_are_refused(tmp_path):
     zipped = tmp_path / "new_format.pth"
     torch.save({"w": torch.zeros(2)}, zipped)  # the zip format: not the legacy one
     with pytest.raises(ValueError, match="not a PyTorch checkpoint in the legacy format"):
-        weights.read_torch_checkpoint(zipped)
+        checkpoint.read_torch_checkpoint(zipped)
     text = tmp_path / "notes.txt"
     text.write_text("not a checkpoint")
     with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
-        weights.read_torch_checkpoint(text)
+        checkpoint.read_torch_checkpoint(text)
 
 
 def test_objects_other_than_tensors_are_refused(tmp_path):
     path = tmp_path / "code.pth"
     torch.save({"w": torch.zeros(2), "f": print}, path, _use_new_zipfile_serialization=False)
     with pytest.raises(pickle.UnpicklingError, match="unexpected object .*print"):
-        weights.read_torch_checkpoint(path)
+        checkpoint.read_torch_checkpoint(path)

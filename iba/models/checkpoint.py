@@ -52,6 +52,7 @@ class _Tensor:
 
     def array(self) -> np.ndarray:
         data = self.storage.data
+        assert data is not None, "the storage is read before any tensor is built"
         itemsize = data.dtype.itemsize
         strides = tuple(s * itemsize for s in self.stride)
         view = np.lib.stride_tricks.as_strided(data[self.offset :], self.size, strides)

@@ -1,0 +1,635 @@
+"""The shared driver: one explainer, whatever the framework.
+
+Everything of an explanation that is not framework arithmetic lives here, written once: the
+targets and the config, the estimate loop, estimator save/load/injection, the validation of
+``analyze``'s arguments, the noise source, the statistics and the CoIBA mask rule, and the
+``Explanation`` with its heatmap. A framework contributes one :class:`Engine` (the seam, in the
+spirit of optax's ``GradientTransformation``: a few named operations, nothing else):
+
+- ``estimation(model)``: a context manager yielding ``capture(batch) -> [features per target]``
+  as NumPy arrays, with the model left as it was on exit;
+- ``analysis(model, x, config)``: a context manager yielding an :class:`Analysis` of one batch (its
+  ``n_inputs``, the targets' ``feature_shapes``, ``input_size``, and ``optimize(plan)``: the whole
+  per-input optimisation of docs/mathematics.md sections 2 and 4 in the framework's idiom), with
+  the model put back exactly as it was on every exit path.
+
+Adding a backend means writing one engine and one registry line (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+from iba import targets as _targets
+from iba.config import Config, for_targets
+from iba.estimator import Estimator, Statistics, load_estimators, save_estimators
+from iba.heatmap import heatmap
+from iba.layout import alpha_shape, check_alpha_shape, check_layout, is_spatial
+from iba.noise import check_noise
+from iba.optimize import Explanation
+
+ESTIMATE_CHUNK = 256  # rows per forward pass when estimate() is given one array
+DEFAULT_SEED = 0  # the noise of analyze() with neither noise= nor seed=, on every backend
+
+
+# -- what the driver hands an engine, and what it gets back -------------------------------------
+
+
+class LayerStatistics(NamedTuple):
+    """The statistics one bottleneck uses, in float64 NumPy (docs/mathematics.md section 1).
+
+    ``mask`` is the active-feature mask for a single target, ``None`` for CoIBA (section 4: no
+    mask; the capacity is taken on the first target only).
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    mask: np.ndarray | None
+
+
+class Noise(NamedTuple):
+    """Where the standard-normal draws of an optimisation come from: exactly one field is set.
+
+    ``seed``: the framework's own generator, seeded (the default: :data:`DEFAULT_SEED`);
+    ``arrays``: one ``(updates, N, B, *F)`` float64 array per target (``iba.draw_noise``), the
+    same draws on every backend; ``native``: a framework object the engine accepted (a JAX key).
+    """
+
+    seed: int | None = None
+    arrays: list[np.ndarray] | None = None
+    native: Any = None
+
+
+class Plan(NamedTuple):
+    """Everything an engine's ``optimize`` needs, validated by the driver."""
+
+    config: Config
+    layout: str
+    stats: list[LayerStatistics]
+    feature_shapes: list[tuple[int, ...]]
+    alpha_shape: tuple[int, ...]
+    noise: Noise
+    labels: np.ndarray | None
+    loss_fn: Callable[[Any], Any] | None
+    progress: bool
+
+
+class Result(NamedTuple):
+    """What an engine's ``optimize`` returns (arrays convertible by ``np.asarray``).
+
+    ``capacity`` ``(N, *F)`` at the first target, ``alpha`` ``(N, *A)``, ``lam`` its damping,
+    ``alphas`` ``(updates + 1, N, *A)``, ``losses`` ``(updates, N)``.
+    """
+
+    capacity: Any
+    alpha: Any
+    lam: Any
+    alphas: Any
+    losses: Any
+
+
+class Analysis(Protocol):
+    """One ``analyze`` call on one batch, as an engine runs it."""
+
+    n_inputs: int
+
+    def feature_shapes(self) -> list[tuple[int, ...] | None]:
+        """Per target, the feature shape of one input (``None``: use the estimator's)."""
+        ...
+
+    def input_size(self, layout: str) -> tuple[int, int] | None:
+        """``(H, W)`` of an image batch, to resize spatial heatmaps to; else ``None``."""
+        ...
+
+    def optimize(self, plan: Plan) -> Result:
+        """The per-input optimisation (docs/mathematics.md sections 2 and 4)."""
+        ...
+
+
+class Engine(Protocol):
+    """What a framework provides to the driver: its model access and its arithmetic.
+
+    Attributes:
+        targets: the target layers in the form the explainer shows (``IBA.targets``).
+        names: one short string per target, for messages.
+    """
+
+    targets: list[Any]
+    names: list[str]
+
+    def layout_of(self, feature_shape: tuple[int, ...], index: int) -> str | None:
+        """The layout of target ``index``'s features of this shape: the user's, or the one the
+        framework fixes (a Keras ``IBALayer``'s), else its convention (``None``: unknown)."""
+        ...
+
+    def estimation(self, model: Any) -> contextlib.AbstractContextManager[Callable[[Any], list]]:
+        """Yield ``capture(batch) -> [NumPy features of every target]``; restore the model."""
+        ...
+
+    def analysis(
+        self, model: Any, x: Any, config: Config
+    ) -> contextlib.AbstractContextManager[Analysis]:
+        """Yield the :class:`Analysis` of ``x`` under ``config``; restore the model on every
+        exit path."""
+        ...
+
+    def stored_estimators(self, model: Any) -> list[Estimator] | None:
+        """Estimators the model itself carries (a Keras ``IBALayer``'s weights), if any."""
+        ...
+
+    def store_estimators(self, model: Any, estimators: list[Estimator]) -> None:
+        """Keep freshly fitted estimators where the framework wants them too (may do nothing)."""
+        ...
+
+    def native_noise(self, noise: Any) -> bool:
+        """Whether ``noise`` is a framework object the engine draws from itself (a JAX key)."""
+        ...
+
+
+class EngineBase:
+    """Defaults for an :class:`Engine`: targets kept as given, the image layout of the framework's
+    convention, no estimators stored in the model, no native noise objects."""
+
+    image_layout = "channels_first"  # the layout of (., ., .) features unless the user says
+
+    def __init__(self, targets: Any, layout: str | None = None):
+        self.targets = list(targets) if isinstance(targets, (list, tuple)) else [targets]
+        self.names = [t if isinstance(t, str) else type(t).__name__ for t in self.targets]
+        self.layout = None if layout is None else check_layout(layout)
+
+    def layout_of(self, feature_shape: tuple[int, ...], index: int) -> str | None:
+        if self.layout is not None:
+            return self.layout
+        return {3: self.image_layout, 2: "tokens"}.get(len(feature_shape))
+
+    def stored_estimators(self, model: Any) -> list[Estimator] | None:
+        return None
+
+    def store_estimators(self, model: Any, estimators: list[Estimator]) -> None:
+        return None
+
+    def native_noise(self, noise: Any) -> bool:
+        return False
+
+
+def check_loss_shape(shape: tuple[int, ...], n_inputs: int, batch: int) -> bool:
+    """Whether a ``loss_fn`` result of this shape holds one loss per noised row (``True``) or is
+    the scalar loss of one input (``False``); raise for any other shape."""
+    shape = tuple(int(s) for s in shape)
+    if shape == (n_inputs * batch,):
+        return True
+    if shape == () and n_inputs == 1:
+        return False
+    raise ValueError(
+        f"loss_fn must return one loss per row, shape ({n_inputs * batch},) for {n_inputs} "
+        f"input(s) x {batch} noise samples, or a scalar for one input; got shape {shape}"
+    )
+
+
+# -- the explainer -------------------------------------------------------------------------------
+
+
+class Explainer:
+    """Information Bottleneck Attribution at one target layer, or CoIBA at several.
+
+    The adapters' ``IBA`` classes are this class with their framework's :class:`Engine`
+    (``engine_type``).
+
+    Args:
+        targets: the target layer, or a list of them (CoIBA), named the framework's way.
+        layout: layout of the targets' features (``"channels_first"``, ``"channels_last"`` or
+            ``"tokens"``); by default recognised from the features' shape by the engine.
+        config: an ``iba.Config``; otherwise built from ``**fields`` (``iba.Config`` defaults for
+            one target, ``iba.coiba_config`` defaults for several).
+        estimators: estimators to start with: a list (one per target), or the path of a file
+            written by :meth:`save_estimators`.
+        **fields: fields of ``iba.Config`` (``beta``, ``steps``, ``lr``, ``batch_size``, ...).
+    """
+
+    engine_type: type = EngineBase  # the adapter's engine class
+
+    def __init__(
+        self,
+        targets: Any,
+        *,
+        layout: str | None = None,
+        config: Config | None = None,
+        estimators: list[Estimator] | str | os.PathLike | None = None,
+        **fields: Any,
+    ):
+        self.engine: Engine = self.make_engine(targets, layout)
+        if not self.engine.targets:
+            raise ValueError("IBA needs at least one target layer")
+        self.config = for_targets(len(self.engine.targets), config, **fields)
+        self._estimators: list[Estimator] = []
+        if estimators is not None:
+            if isinstance(estimators, (str, os.PathLike)):
+                self.load_estimators(estimators)
+            else:
+                self.estimators = estimators
+
+    def make_engine(self, targets: Any, layout: str | None) -> Engine:
+        """The engine for ``targets`` (an adapter with engine options overrides this)."""
+        return self.engine_type(targets, layout)
+
+    @property
+    def layout(self) -> str | None:
+        """The layout given for the targets' features (``None``: recognised by the engine)."""
+        return getattr(self.engine, "layout", None)
+
+    @property
+    def targets(self) -> list[Any]:
+        """The target layers."""
+        return list(self.engine.targets)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(targets={self.engine.names}, config={self.config})"
+
+    # -- estimators ------------------------------------------------------------------------------
+
+    @property
+    def estimators(self) -> list[Estimator]:
+        """One ``iba.Estimator`` per target (empty before :meth:`estimate`)."""
+        return list(self._estimators)
+
+    @estimators.setter
+    def estimators(self, estimators: list[Estimator] | Estimator) -> None:
+        if isinstance(estimators, Estimator):
+            estimators = [estimators]
+        estimators = list(estimators)
+        for est in estimators:
+            if not isinstance(est, Estimator):
+                raise TypeError(
+                    f"estimators must be iba.Estimator objects, got {type(est).__name__}"
+                )
+        if len(estimators) != len(self.engine.targets):
+            raise ValueError(
+                f"{len(estimators)} estimator(s) for {len(self.engine.targets)} target(s): "
+                f"{self.engine.names}; give one per target, in the targets' order"
+            )
+        self._estimators = estimators
+
+    def save_estimators(self, path: str | os.PathLike) -> None:
+        """Write the estimators to one ``.npz`` file (no pickle)."""
+        self._require_estimators()
+        save_estimators(path, self._estimators)
+
+    def load_estimators(self, path: str | os.PathLike) -> list[Estimator]:
+        """Read estimators written by ``save_estimators``; checked against the layers at analysis."""
+        self._estimators = load_estimators(path, self.engine.names)
+        return self.estimators
+
+    def _require_estimators(self, model: Any = None) -> None:
+        if not self._estimators and model is not None:
+            stored = self.engine.stored_estimators(model)
+            if stored:  # statistics the model carries (saved with a Keras model)
+                self._estimators = list(stored)
+        if not self._estimators:
+            raise RuntimeError(
+                "no feature statistics yet: call estimate(model, data) or load_estimators(path) "
+                "before analyze()"
+            )
+
+    # -- estimation ------------------------------------------------------------------------------
+
+    def estimate(
+        self, model: Any, data: Iterable | Any, n_samples: int | None = None, progress: bool = True
+    ) -> list[Estimator]:
+        """Fit one ``iba.Estimator`` per target on the features of ``data`` (docs/mathematics.md section 1).
+
+        Args:
+            model: the model; it runs in inference mode without gradients, each forward pass
+                stopping after the last target where the framework allows, and is left as it was.
+            data: one array or tensor of inputs (split into chunks of 256), or an iterable of
+                batches: arrays, ``(inputs, labels, ...)`` tuples (the inputs are used), dicts of
+                keyword inputs, a DataLoader, a ``tf.data.Dataset``.
+            n_samples: stop after this many samples (default: all of ``data``).
+            progress: show a progress bar of the samples seen.
+        """
+        with self.engine.estimation(model) as capture:
+            estimators = fit_estimators(capture, data, n_samples, progress, self._layout)
+        self.estimators = estimators
+        self.engine.store_estimators(model, estimators)
+        return self.estimators
+
+    def _layout(self, shape: tuple[int, ...], index: int) -> str:
+        layout = self.engine.layout_of(tuple(shape), index)
+        if layout is None:
+            raise ValueError(
+                f"target {self.engine.names[index]!r} gives features of shape {tuple(shape)} per "
+                "input; IBA needs image features (C, H, W) / (H, W, C) or tokens (T, D): choose "
+                "another target or pass layout="
+            )
+        return layout
+
+    # -- analysis --------------------------------------------------------------------------------
+
+    def analyze(
+        self,
+        model: Any,
+        x: Any,
+        target: Any = None,
+        loss_fn: Callable[[Any], Any] | None = None,
+        noise: Any = None,
+        seed: int | None = None,
+        details: bool = False,
+        progress: bool = False,
+    ) -> np.ndarray | Explanation:
+        """Heatmaps of the ``N`` inputs ``x``, in bits (docs/mathematics.md section 2; CoIBA: section 4).
+
+        Args:
+            model: the model; left exactly as it was, also after an exception.
+            x: a batch of ``N >= 1`` inputs (an array or tensor, or the framework's structure
+                of them).
+            target: class index, or one per input: the model loss is the mean over noise
+                samples of ``-log_softmax(logits)[target]``.
+            loss_fn: ``outputs -> loss per row`` on the ``N * B`` noised rows (input-major) or,
+                for ``N = 1``, a scalar; instead of ``target``.
+            noise: ``iba.draw_noise(seed, steps, batch_size, F, n_inputs=N)`` (a list, one per
+                target, for several targets): runs on exactly these draws, the same on every
+                backend.
+            seed: seeds the framework's own generator instead. With neither ``noise`` nor
+                ``seed``, the seed is :data:`DEFAULT_SEED` (0) on every backend: the same call
+                gives the same heatmap.
+            details: return an ``iba.Explanation`` (capacity, alpha, lam, alphas, losses, heatmap).
+            progress: show a progress bar over the optimisation steps (where the engine runs them
+                one by one).
+
+        Returns:
+            ``(N, H, W)`` at the input's size for images, ``(N, T)`` per token for token features.
+        """
+        with self.planned(model, x, target, loss_fn, noise, seed, progress) as (run, plan):
+            result = run.optimize(plan)
+            input_size = run.input_size(plan.layout)
+        return explanation(result, plan.layout, input_size, details)
+
+    @contextlib.contextmanager
+    def planned(
+        self,
+        model: Any,
+        x: Any,
+        target: Any = None,
+        loss_fn: Callable[[Any], Any] | None = None,
+        noise: Any = None,
+        seed: int | None = None,
+        progress: bool = False,
+    ) -> Iterator[tuple[Analysis, Plan]]:
+        """The engine's :class:`Analysis` of ``x`` and the validated :class:`Plan` that
+        ``analyze`` runs, with the model prepared (and restored when the block ends)."""
+        if (target is None) == (loss_fn is None):
+            raise ValueError("pass exactly one of target= (class index per input) or loss_fn=")
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+        if noise is not None and seed is not None:
+            raise ValueError("pass noise= or seed=, not both")
+        seed = _count("seed", seed, minimum=0)
+        self._require_estimators(model)
+        config = self.config
+        with self.engine.analysis(model, x, config) as run:
+            n = run.n_inputs
+            if n < 1:
+                raise ValueError("x holds no inputs")
+            labels = None if target is None else _targets.labels(target, n)
+            shapes = self._feature_shapes(run.feature_shapes())
+            layout = self._estimators[0].layout
+            a_shape = alpha_shape(shapes[0], layout, len(shapes) > 1)
+            for shape, est in zip(shapes[1:], self._estimators[1:]):
+                check_alpha_shape(a_shape, shape, est.layout)
+            plan = Plan(
+                config=config,
+                layout=layout,
+                stats=self.statistics(),
+                feature_shapes=shapes,
+                alpha_shape=a_shape,
+                noise=self._noise(noise, seed, n, shapes),
+                labels=labels,
+                loss_fn=loss_fn,
+                progress=bool(progress),
+            )
+            yield run, plan
+
+    def _feature_shapes(self, shapes: list[tuple[int, ...] | None]) -> list[tuple[int, ...]]:
+        """The targets' feature shapes, each checked against its estimator."""
+        checked = []
+        for i, (name, est, given) in enumerate(zip(self.engine.names, self._estimators, shapes)):
+            shape = est.feature_shape if given is None else tuple(int(s) for s in given)
+            if shape is None or est.n_samples < 2:
+                raise ValueError(
+                    f"target {name!r}: its estimator has seen {est.n_samples} sample(s); "
+                    "estimate() it on data first (at least 2 samples)"
+                )
+            try:
+                est.check(shape, self.engine.layout_of(shape, i))
+            except ValueError as err:
+                raise ValueError(f"target {name!r}: {err}") from None
+            checked.append(tuple(shape))
+        return checked
+
+    def statistics(self) -> list[LayerStatistics]:
+        """The bottlenecks' statistics, with the mask rule: a single target masks inactive
+        features, several (CoIBA) do not (docs/mathematics.md sections 1, 2 and 4)."""
+        self._require_estimators()
+        single = len(self._estimators) == 1
+        stats = []
+        for est in self._estimators:
+            s: Statistics = est.statistics(self.config.min_std, self.config.active_threshold)
+            stats.append(LayerStatistics(s.mean, s.std, s.active if single else None))
+        return stats
+
+    def _noise(self, noise: Any, seed: int | None, n: int, shapes: list) -> Noise:
+        if noise is None:
+            return Noise(seed=DEFAULT_SEED if seed is None else seed)
+        if self.engine.native_noise(noise):
+            return Noise(native=noise)
+        arrays = list(noise) if isinstance(noise, (list, tuple)) else [noise]
+        if len(arrays) != len(shapes):
+            raise ValueError(
+                f"{len(shapes)} target(s) need {len(shapes)} noise array(s), got {len(arrays)}"
+            )
+        config = self.config
+        checked = [
+            check_noise(to_numpy(a), config.steps, n, config.batch_size, shape)[: config.updates]
+            for a, shape in zip(arrays, shapes)
+        ]
+        return Noise(arrays=checked)
+
+
+def explanation(
+    result: Result, layout: str, input_size: tuple[int, int] | None, details: bool
+) -> np.ndarray | Explanation:
+    """The heatmaps of an engine's result, or the whole ``iba.Explanation`` (float64)."""
+    arrays = {name: np.asarray(to_numpy(a), np.float64) for name, a in result._asdict().items()}
+    maps = heatmap(arrays["capacity"], layout, input_size if is_spatial(layout) else None)
+    if not details:
+        return maps
+    return Explanation(heatmap=maps, **arrays)
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def fit_estimators(
+    capture: Callable[[Any], list],
+    data: Any,
+    n_samples: int | None = None,
+    progress: bool = True,
+    layout: Callable[[tuple[int, ...], int], str] | None = None,
+    desc: str = "IBA estimate",
+) -> list[Estimator]:
+    """One ``iba.Estimator`` per captured layer, fitted on ``data`` (docs/mathematics.md section 1).
+
+    ``capture(batch)`` gives the features of every layer on one batch of inputs; ``layout(shape,
+    index)`` names the layout of layer ``index`` (default ``"channels_first"``). Stops after
+    ``n_samples`` samples; raises if fewer than 2 were seen.
+    """
+    n_samples = _count("n_samples", n_samples)
+    estimators: list[Estimator] = []
+    seen = 0
+    total = _length(data) if n_samples is None else n_samples
+    with progress_bar(total, progress, desc=desc) as bar:
+        for batch in batches(data):
+            rows = n_rows(batch)
+            if n_samples is not None and seen + rows > n_samples:
+                rows = n_samples - seen
+                batch = head(batch, rows)
+            if rows < 1:
+                break
+            features = [to_numpy(f) for f in capture(batch)]
+            if not estimators:
+                estimators = [
+                    Estimator(layout=layout(f.shape[1:], i) if layout else "channels_first")
+                    for i, f in enumerate(features)
+                ]
+            for est, f in zip(estimators, features):
+                est.update(f)
+            seen += rows
+            bar.update(rows)
+            if n_samples is not None and seen >= n_samples:
+                break
+    if seen < 2:
+        raise ValueError(
+            f"estimate() saw {seen} sample(s) in data; the statistics need at least 2 "
+            "(the IBA paper used 5,000-10,000)"
+        )
+    return estimators
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """A NumPy array of a framework array (a torch tensor on any device, a JAX or TF array)."""
+    if isinstance(a, np.ndarray):
+        return a
+    detach = getattr(a, "detach", None)
+    if detach is not None and hasattr(a, "cpu"):  # torch, without importing it
+        return detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def _is_array(data: Any) -> bool:
+    return hasattr(data, "shape") and hasattr(data, "__getitem__") and len(data.shape) > 0
+
+
+def batches(data: Any, chunk: int = ESTIMATE_CHUNK) -> Iterator[Any]:
+    """The input batches of ``data``: chunks of one array, or the inputs of each batch yielded
+    (the first element of a tuple or list, e.g. ``(images, labels)``)."""
+    if _is_array(data):
+        for start in range(0, int(data.shape[0]), chunk):
+            yield data[start : start + chunk]
+        return
+    if type(data).__module__.startswith("tensorflow") and hasattr(data, "as_numpy_iterator"):
+        data = data.as_numpy_iterator()  # a tf.data.Dataset: NumPy batches, any Keras backend
+    if isinstance(data, dict) or not hasattr(data, "__iter__"):
+        raise TypeError(
+            f"data must be an array of inputs or an iterable of batches, got {type(data).__name__}"
+        )
+    for batch in data:
+        yield batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def _leaves(x: Any) -> list[Any]:
+    if isinstance(x, dict):
+        return [leaf for v in x.values() for leaf in _leaves(v)]
+    if isinstance(x, (list, tuple)):
+        return [leaf for v in x for leaf in _leaves(v)]
+    return [x]
+
+
+def n_rows(x: Any) -> int:
+    """The batch size of ``x`` (an array, or a dict / tuple of them): its first leaf's rows."""
+    leaves = [leaf for leaf in _leaves(x) if getattr(leaf, "shape", None) is not None]
+    if not leaves or len(leaves[0].shape) == 0:
+        raise ValueError("inputs must be arrays with a batch axis first")
+    return int(leaves[0].shape[0])
+
+
+def head(x: Any, rows: int) -> Any:
+    """The first ``rows`` rows of every array in ``x``."""
+    if isinstance(x, dict):
+        return {k: head(v, rows) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(head(v, rows) for v in x)
+    return x[:rows] if getattr(x, "shape", None) is not None and len(x.shape) else x
+
+
+def _length(data: Any) -> int | None:
+    if _is_array(data):
+        return int(data.shape[0])
+    dataset = getattr(data, "dataset", None)  # a torch DataLoader
+    try:
+        return len(dataset) if dataset is not None else None
+    except TypeError:
+        return None
+
+
+def _count(name: str, value: Any, minimum: int = 1) -> int | None:
+    """``value`` as an int (NumPy integers accepted, bools not), or ``None``."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or None, got {value!r}") from None
+    if number < minimum:
+        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {kind} or None, got {value!r}")
+    return number
+
+
+@contextlib.contextmanager
+def progress_bar(
+    total: int | None, enabled: bool, desc: str = "IBA estimate", unit: str = "sample"
+):
+    """A tqdm bar (tqdm comes with every framework extra), or a silent stand-in."""
+    if not enabled:
+        yield _Silent()
+        return
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # the numpy-only install: no bar
+        yield _Silent()
+        return
+    with tqdm(total=total, desc=desc, unit=unit) as bar:
+        yield bar
+
+
+def steps(n: int, enabled: bool, desc: str = "IBA analyze") -> Iterable[int]:
+    """``range(n)`` with a progress bar over the optimisation steps when ``enabled``."""
+    if not enabled:
+        return range(n)
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return range(n)
+    return tqdm(range(n), desc=desc, unit="step")
+
+
+class _Silent:
+    def update(self, n: int = 1) -> None:
+        pass

@@ -1,0 +1,58 @@
+"""The command line's ``jax`` backend (the ``iba.backends`` entry point ``jax``): the Flax Linen
+port of EfficientNet-Lite0 (:mod:`iba_jax.models`) with the bundled weights, jit-compiled."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from flax import nnx
+
+from iba.demo.runners import Runner, preprocess
+from iba_jax import IBA, models
+
+
+class JaxRunner(Runner):
+    """The Flax Linen port (``iba_jax.models``) with the same weights as PyTorch's, or the model
+    given: a Linen ``(module, variables[, apply_kwargs])``, an ``nnx.Module`` or a bound Linen
+    module; layers by PyTorch's names or Flax paths (``_blocks_4``)."""
+
+    name = "jax"
+    layout = "channels_last"
+
+    def __init__(self, model=None):
+        self.model = models.efficientnet_lite0() if model is None else model
+        if isinstance(self.model, tuple):  # Linen: (module, variables[, apply_kwargs])
+            module, variables, *kwargs = self.model
+            apply_kwargs = kwargs[0] if kwargs else {}
+            self._forward = jax.jit(lambda x: module.apply(variables, x, **apply_kwargs))
+            self._paths: list[str] | None = _module_paths(variables.get("params", {}))
+        else:  # an nnx.Module or a bound Linen module
+            self._forward = self.model
+            self._paths = None
+
+    def layer_names(self) -> list[str]:
+        if self._paths is None:
+            return ["/".join(map(str, path)) for path, _ in nnx.iter_modules(self.model) if path]
+        return self._paths
+
+    def native_layer(self, name: str) -> str:
+        return models.flax_path(name)
+
+    def inputs(self, images: np.ndarray) -> np.ndarray:
+        return preprocess(images)
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self._forward(self.inputs(images)))
+
+    def explainer(self, layer: str, **config) -> IBA:
+        return IBA(self.native_layer(layer), **config)
+
+
+def _module_paths(params: dict, prefix: str = "") -> list[str]:
+    """The ``/``-joined path of every submodule in a Linen ``params`` tree."""
+    paths = []
+    for name, value in params.items():
+        if isinstance(value, dict):
+            path = f"{prefix}{name}"
+            paths += [path, *_module_paths(value, path + "/")]
+    return paths

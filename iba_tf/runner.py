@@ -1,0 +1,38 @@
+"""The command line's ``keras`` backend (the ``iba.backends`` entry point ``keras``): the Keras 3
+port of EfficientNet-Lite0 (:mod:`iba_tf.models`) with the bundled weights, on the Keras backend
+that ``KERAS_BACKEND`` selects."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from iba.demo.runners import Runner, preprocess
+from iba_tf import IBA, models
+
+
+class KerasRunner(Runner):
+    """The Keras 3 port (``iba_tf.models``) with the same weights as PyTorch's, or the
+    ``keras.Model`` given; layers by PyTorch's names or Keras' (``_blocks_4``)."""
+
+    name = "keras"
+    layout = "channels_last"
+
+    def __init__(self, model=None):
+        self.model = models.efficientnet_lite0() if model is None else model
+
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.model.layers]
+
+    def native_layer(self, name: str) -> str:
+        return models.torch_name_to_keras(name)
+
+    def inputs(self, images: np.ndarray) -> np.ndarray:
+        return preprocess(images)
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        out = self.model(self.inputs(images), training=False)
+        return np.asarray(keras.ops.convert_to_numpy(out))
+
+    def explainer(self, layer: str, **config) -> IBA:
+        return IBA(self.native_layer(layer), **config)

