@@ -40,7 +40,7 @@ def tests(session: nox.Session, backend: str) -> None:
     if entry.no_deps:
         session.install("--no-deps", *entry.no_deps)
     env = {"IBA_BACKEND": backend, **REGISTRY.TEST_ENV, **entry.env}
-    session.run("pytest", entry.tests, *session.posargs, env=env)
+    session.run("pytest", *entry.tests, *session.posargs, env=env)
 
 
 @nox.session

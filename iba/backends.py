@@ -53,7 +53,7 @@ class Backend(NamedTuple):
     engine: str | None  # the command line's backend it runs (an ENGINES name); None: NumPy
     requirements: tuple[str, ...]  # pip requirements of its session (extras of pyproject.toml)
     env: dict[str, str]  # its environment variables, besides TEST_ENV and IBA_BACKEND
-    tests: str  # its tests folder
+    tests: tuple[str, ...]  # its tests folders: its own, and the contract suite for an engine
     modules: tuple[str, ...] = ()  # the modules it imports (a backend is available with them)
     no_deps: tuple[str, ...] = PHOTOS  # installed with pip install --no-deps
     conformance: tuple[str, ...] = ()  # its names in the conformance suite; default (name,)
@@ -61,12 +61,18 @@ class Backend(NamedTuple):
 
 
 TEST_ENV = {"MPLBACKEND": "Agg"}  # every test session's
+CONTRACT = "tests/contract"  # the contract suite, run in every engine's session
 
 BACKENDS = (
-    Backend("numpy", None, (".[test,plot]", "tqdm"), {}, "tests/numpy", no_deps=()),
+    Backend("numpy", None, (".[test,plot]", "tqdm"), {}, ("tests/numpy",), no_deps=()),
     # The demo's model and photos, and Captum to check the baselines against.
     Backend(
-        "torch", "torch", (TORCH, ".[demo,test]", "captum", *DATA), {}, "tests/torch", ("torch",)
+        "torch",
+        "torch",
+        (TORCH, ".[demo,test]", "captum", *DATA),
+        {},
+        ("tests/torch", CONTRACT),
+        ("torch",),
     ),
     # The Keras and Flax sessions also get the demo's data: the ports of EfficientNet-Lite0.
     Backend(
@@ -74,7 +80,7 @@ BACKENDS = (
         "keras",
         (".[tf,test,demo-data]", *DATA),
         {"KERAS_BACKEND": "tensorflow"},
-        "tests/keras",
+        ("tests/keras", CONTRACT),
         ("keras", "tensorflow"),
     ),
     Backend(
@@ -82,7 +88,7 @@ BACKENDS = (
         "keras",
         (".[test,demo-data]", "keras>=3.3", "jax>=0.4.30", "tqdm", *DATA),
         {"KERAS_BACKEND": "jax"},
-        "tests/keras",
+        ("tests/keras", CONTRACT),
         ("keras", "jax"),
     ),
     Backend(
@@ -90,7 +96,7 @@ BACKENDS = (
         "keras",
         (TORCH, ".[test,demo-data]", "keras>=3.3", "tqdm", *DATA),
         {"KERAS_BACKEND": "torch"},
-        "tests/keras",
+        ("tests/keras", CONTRACT),
         ("keras", "torch"),
     ),
     Backend(
@@ -98,7 +104,7 @@ BACKENDS = (
         "jax",
         (".[jax,test,demo-data]", *DATA),
         {},
-        "tests/flax",
+        ("tests/flax", CONTRACT),
         ("jax", "flax", "optax"),
         conformance=("flax-linen", "flax-nnx"),
         runner="flax-linen",  # the command line's jax runner runs the Linen port

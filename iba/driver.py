@@ -192,6 +192,38 @@ def check_loss_shape(shape: tuple[int, ...], n_inputs: int, batch: int) -> bool:
     )
 
 
+def order_error(names: list[str], reached: list[int]) -> ValueError:
+    """The error for targets listed in another order than the forward pass reaches them;
+    ``reached`` holds the target indices in the order they ran (up to the first one out of order).
+    """
+    k = next(i for i, index in enumerate(reached) if index != i)
+    return ValueError(
+        f"target {names[reached[k]]!r} runs before target {names[k]!r}: list the target layers "
+        "in the order the forward pass reaches them"
+    )
+
+
+def twice_error(name: str) -> RuntimeError:
+    """The error for a target layer that runs more than once in one forward pass."""
+    return RuntimeError(
+        f"target layer {name!r} ran twice in one forward pass; a target must be a module that "
+        "runs once per forward pass"
+    )
+
+
+def check_finite(x: Any) -> None:
+    """Raise if a floating array of the inputs ``x`` holds NaN or infinite values."""
+    for leaf in _leaves(x):
+        if getattr(leaf, "shape", None) is None:
+            continue
+        values = to_numpy(leaf)
+        if values.dtype.kind in "fc" and not np.isfinite(values).all():
+            bad = int((~np.isfinite(values)).sum())
+            raise ValueError(
+                f"the input holds {bad} NaN or infinite value(s); check the input data"
+            )
+
+
 # -- the explainer -------------------------------------------------------------------------------
 
 
@@ -390,6 +422,7 @@ class Explainer:
             raise ValueError("pass noise= or seed=, not both")
         seed = _count("seed", seed, minimum=0)
         self._require_estimators(model)
+        check_finite(x)
         config = self.config
         with self.engine.analysis(model, x, config) as run:
             n = run.n_inputs
@@ -500,6 +533,7 @@ def fit_estimators(
                 batch = head(batch, rows)
             if rows < 1:
                 break
+            check_finite(batch)
             features = [to_numpy(f) for f in capture(batch)]
             if not estimators:
                 estimators = [

@@ -12,6 +12,8 @@ import contextvars
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
+from iba import driver
+
 Path = tuple[str | int, ...]
 Hook = Callable[[int, Callable[[], Any]], Any]
 
@@ -112,15 +114,10 @@ def capture(run: Callable[[], Any], n_targets: int, describe: Callable[[int], st
         if layer >= n_targets:
             return compute()
         if layer < len(captured):
-            raise ValueError(
-                f"target {describe(layer)} runs more than once per forward pass; a bottleneck "
-                "target must be a module that runs once"
-            )
+            raise driver.twice_error(describe(layer))
         if layer > len(captured):
-            raise ValueError(
-                f"target {describe(layer)} runs before target {describe(len(captured))}: list the "
-                "targets in the order the forward pass reaches them"
-            )
+            names = [describe(i) for i in range(n_targets)]
+            raise driver.order_error(names, [*range(len(captured)), layer])
         out = compute()
         captured.append(out)
         if len(captured) == n_targets:

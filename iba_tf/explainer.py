@@ -311,6 +311,11 @@ class _Plan:
             found = [bottlenecks.get(layer.name, layer) for layer in found]
         if len({id(layer) for layer in found}) != len(found):
             raise ValueError("the same target layer is named twice")
+        if _graph.is_graph(model) and len(found) > 1:  # layers are listed in topological order
+            position = {id(layer): i for i, layer in enumerate(model.layers)}
+            reached = sorted(range(len(found)), key=lambda i: position[id(found[i])])
+            if reached != list(range(len(found))):
+                raise driver.order_error([layer.name for layer in found], reached)
         self.model = model
         self.layers: list[IBALayer] = found
         self.graph = _graph.is_graph(model)
@@ -384,6 +389,8 @@ class _Plan:
         finally:
             for layer in self.layers:
                 layer._hook = None
+        if list(captured) != sorted(captured):
+            raise driver.order_error([layer.name for layer in self.layers[:n]], list(captured))
         if len(captured) < n:
             names = [layer.name for i, layer in enumerate(self.layers[:n]) if i not in captured]
             raise ValueError(

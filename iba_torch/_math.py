@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import iba
-from iba import driver
+from iba import driver, targets
 from iba.adam import BETA1, BETA2, EPS
 from iba.layout import is_spatial
 
@@ -158,9 +158,7 @@ def classification_loss(outputs: Any, labels: torch.Tensor, n_inputs: int) -> to
             f"target= needs model outputs of shape (batch, classes), got {tuple(logits.shape)}; "
             "pass loss_fn=... for other outputs"
         )
-    classes = logits.shape[1]
-    if int(labels.min()) < 0 or int(labels.max()) >= classes:
-        raise ValueError(f"target {labels.tolist()} out of range for {classes} model outputs")
+    targets.check_range(labels.cpu().numpy(), logits.shape[1])
     batch = logits.shape[0] // n_inputs
     logp = torch.log_softmax(logits, dim=-1)
     picked = logp.gather(1, labels.repeat_interleave(batch)[:, None].to(logp.device))[:, 0]

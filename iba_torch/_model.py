@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from iba import driver
+
 Inputs = tuple[tuple[Any, ...], dict[str, Any]]
 
 
@@ -224,10 +226,7 @@ def capture(
     def make(i: int, name: str):
         def hook(module, args, output):
             if i in seen:
-                raise RuntimeError(
-                    f"target layer {name!r} ran twice in one forward pass; a target must be a "
-                    "module that runs once per forward pass"
-                )
+                raise driver.twice_error(name)
             seen[i] = first_tensor(output).detach()
             order.append(i)
             if len(seen) == len(modules):
@@ -247,8 +246,5 @@ def capture(
             "the model's forward() calls"
         )
     if ordered and order != sorted(order):
-        raise ValueError(
-            "list the target layers in the order the forward pass reaches them: "
-            f"{[modules[i][0] for i in order]}"
-        )
+        raise driver.order_error([n for n, _ in modules], order)
     return [seen[i] for i in range(len(modules))]

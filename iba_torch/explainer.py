@@ -60,7 +60,6 @@ class TorchEngine(driver.EngineBase):
 
         def capture(batch: Any) -> list[np.ndarray]:
             inputs = _model.as_inputs(batch, device, dtype)
-            _model.check_finite(inputs)
             return [f.cpu().numpy() for f in _model.capture(model, inputs, modules)]
 
         with _model.preserved(model, freeze=False):
@@ -75,7 +74,6 @@ class TorchEngine(driver.EngineBase):
         modules = _model.resolve(model, self.targets)
         device, dtype = _model.model_device_dtype(model)
         inputs = _model.as_inputs(x, device, dtype)
-        _model.check_finite(inputs)
         with _model.preserved(model), self.hooks(modules), torch.enable_grad():
             try:
                 yield _Analysis(self, model, modules, inputs, config.batch_size)
@@ -101,10 +99,7 @@ class TorchEngine(driver.EngineBase):
             if mode == "restrict":
                 return _model.replace_first(output, self._restricted(index, output))
             if index in flow.calls:
-                raise RuntimeError(
-                    f"target layer {name!r} ran twice in one forward pass; a target must be a "
-                    "module that runs once per forward pass"
-                )
+                raise driver.twice_error(name)
             flow.calls.append(index)
             if index == 0:
                 return _model.replace_first(output, flow.z0)
@@ -224,7 +219,7 @@ class _Analysis:
             outputs = run(flow.z0)
             flow.mode = None
             if flow.calls != list(range(n_layers)):
-                raise RuntimeError(_order_error(flow.calls, self.modules))
+                raise _order_error(flow.calls, self.modules)
             if plan.loss_fn is not None:
                 model_loss = _math.user_loss(plan.loss_fn, outputs, n, b)
             else:
@@ -269,16 +264,15 @@ def _noise_source(plan: driver.Plan, n: int, like: torch.Tensor) -> Callable[[in
     return draw
 
 
-def _order_error(calls: list[int], modules) -> str:
+def _order_error(calls: list[int], modules) -> Exception:
     names = [n for n, _ in modules]
-    reached = [names[i] for i in calls]
     missing = [n for i, n in enumerate(names) if i not in calls]
     if missing:
-        return (
+        return RuntimeError(
             f"the forward pass on the noised batch never reached the target layer(s) {missing}: "
             "choose modules that the model's forward() calls"
         )
-    return f"list the target layers in the order the forward pass reaches them: {reached}"
+    return driver.order_error(names, calls)
 
 
 class IBA(driver.Explainer):

@@ -1,4 +1,5 @@
-"""IBA on an NNX CNN trained on MNIST, through module surgery."""
+"""IBA on an NNX CNN trained on MNIST, through module surgery. The surgery undone after every
+call, errors included, is checked by tests/contract (the NNX subject's snapshot)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def no_bottleneck(model) -> bool:
 
 def test_heatmaps(nnx_explainer, nnx_cnn, digits):
     x, y = digits
+    block, params = nnx_cnn.blocks[1], params_of(nnx_cnn)
     explanation = nnx_explainer.analyze(nnx_cnn, x, target=y, details=True)
     maps = explanation.heatmap
     assert maps.shape == (2, 28, 28)
@@ -39,28 +41,10 @@ def test_heatmaps(nnx_explainer, nnx_cnn, digits):
     explainer = IBA(("blocks", 1))
     explainer.estimators = nnx_explainer.estimators
     np.testing.assert_allclose(explainer.analyze(nnx_cnn, x, target=y), maps, rtol=1e-6)
-
-
-def test_module_put_back_and_parameters_unchanged(nnx_explainer, nnx_cnn, digits):
-    x, y = digits
-    block = nnx_cnn.blocks[1]
-    before = params_of(nnx_cnn)
-    nnx_explainer.analyze(nnx_cnn, x, target=y)
+    # the surgery inside an nnx.List is undone
     assert nnx_cnn.blocks[1] is block and no_bottleneck(nnx_cnn)
-
-    def broken(outputs):
-        raise RuntimeError("loss failed")
-
-    with pytest.raises(RuntimeError, match="loss failed"):
-        nnx_explainer.analyze(nnx_cnn, x, loss_fn=broken)
-    assert nnx_cnn.blocks[1] is block and no_bottleneck(nnx_cnn)
-    with pytest.raises(ValueError, match="noise of shape"):
-        nnx_explainer.analyze(nnx_cnn, x, target=y, noise=np.zeros((10, 2, 10, 3)))
-    assert nnx_cnn.blocks[1] is block and no_bottleneck(nnx_cnn)
-    for a, b in zip(before, params_of(nnx_cnn)):
+    for a, b in zip(params, params_of(nnx_cnn)):
         np.testing.assert_array_equal(a, b)
-    # and the model still computes what it computed
-    np.testing.assert_array_equal(np.asarray(nnx_cnn(x)), np.asarray(nnx_cnn(x)))
 
 
 def test_only_alpha_is_differentiated(nnx_explainer, nnx_cnn, digits):
@@ -79,12 +63,3 @@ def test_unknown_path_lists_the_module_paths(nnx_cnn, mnist):
     for path in ("blocks/0", "blocks/1/conv", "head"):
         assert path in str(err.value)
     assert no_bottleneck(nnx_cnn)
-
-
-def test_estimate_and_order_errors(nnx_cnn, mnist):
-    explainer = IBA(["blocks/1", "blocks/0"])
-    with pytest.raises(ValueError, match="order the forward pass reaches them"):
-        explainer.estimate(nnx_cnn, mnist[0][:10], progress=False)
-    assert no_bottleneck(nnx_cnn)
-    with pytest.raises(RuntimeError, match="before analyze"):
-        IBA("blocks/1").analyze(nnx_cnn, mnist[2][:1], target=0)

@@ -224,7 +224,11 @@ def _nox_sessions() -> list[str]:
 
 
 def test_nox_sessions_are_the_registrys_backends():
-    expected = [f"tests({name})" for name in backends.names()] + ["conformance", "lint"]
+    expected = [f"tests({name})" for name in backends.names()] + [
+        "conformance",
+        "lint",
+        "typecheck",
+    ]
     assert _nox_sessions() == expected
     assert backends.names() == [
         "numpy", "torch", "keras-tensorflow", "keras-jax", "keras-torch", "flax",
@@ -268,7 +272,8 @@ def test_the_registrys_requirements_name_existing_extras_and_folders():
     }
     assert used and used <= extras, used - extras
     for b in backends.BACKENDS:
-        assert (ROOT / b.tests).is_dir(), b.tests
+        for folder in b.tests:
+            assert (ROOT / folder).is_dir(), folder
 
 
 def test_installed_entry_points_are_the_registrys_engines():
