@@ -66,13 +66,14 @@ def _fit_estimators(model, targets, layout):
 def _statistics(case_estimators, config):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return [e.statistics(config.min_std, config.active_threshold) for e in case_estimators]
+        return [e.statistics_for(config) for e in case_estimators]
 
 
 SPECS = {
     "cnn": ("cnn", ("relu2",), "channels_first", iba.Config(relu=True)),
     "cnn-coiba": ("cnn", ("relu1", "relu2"), "channels_first", iba.coiba_config(sigma=1.0)),
     "vit-coiba": ("vit", ("blocks.0.norm1", "blocks.1.norm1"), "tokens", iba.coiba_config()),
+    "vit-text": ("vit", ("blocks.1.norm1",), "tokens", iba.text_config()),  # clamp, ddof 0
 }
 CASES = tuple(SPECS)
 

@@ -15,7 +15,7 @@ from iba.bottleneck import (
     noise_like,
     sigmoid,
 )
-from iba.config import Config, coiba_config
+from iba.config import Config, coiba_config, text_config
 from iba.estimator import Estimator, Statistics, load_estimators, save_estimators
 from iba.heatmap import (
     heatmap,
@@ -63,6 +63,7 @@ __all__ = [
     "sigmoid",
     "smooth",
     "smoothing_matrix",
+    "text_config",
     "to_bits",
     "token_grid",
     "vit_heatmap",

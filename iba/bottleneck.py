@@ -57,6 +57,49 @@ def bottleneck(
     return np.maximum(z, 0) if relu else z
 
 
+def noise_scale(lam: np.ndarray, log_var_clamp: float | None = None) -> np.ndarray:
+    """The noise's standard deviation in standardised units, ``1 - lam``.
+
+    With ``log_var_clamp = c`` it is clipped to ``[exp(-c / 2), exp(c / 2)]``: the text-IBA
+    authors clamp the noise's log-variance ``log((1 - lam)^2)`` to ``[-c, c]`` when they sample
+    (docs/mathematics.md section 6); the capacity keeps the unclamped variance.
+    """
+    scale = 1 - lam
+    if log_var_clamp is None:
+        return scale
+    bound = np.exp(0.5 * log_var_clamp)
+    return np.clip(scale, 1 / bound, bound)
+
+
+def noise_scale_vjp(lam: np.ndarray, grad: np.ndarray, log_var_clamp: float | None) -> np.ndarray:
+    """``grad * d noise_scale / d lam``: ``-grad`` where the clamp is not active, 0 where it is."""
+    if log_var_clamp is None:
+        return -grad
+    bound = np.exp(0.5 * log_var_clamp)
+    scale = 1 - lam
+    return np.where((scale >= 1 / bound) & (scale <= bound), -grad, 0.0)
+
+
+def clamped_bottleneck(
+    features: np.ndarray,
+    lam: np.ndarray,
+    mean: np.ndarray | float,
+    deviation: np.ndarray,
+    log_var_clamp: float | None,
+    active: np.ndarray | float = 1.0,
+    relu: bool = False,
+) -> np.ndarray:
+    """``Z = (lam * R + (1 - lam) * mu + s * std' * n) * active`` with ``s = noise_scale(lam, c)``.
+
+    ``deviation`` is ``std' * n``. Without the clamp, ``s = 1 - lam`` and this is
+    :func:`bottleneck` with ``eps = std' * n + mu``; with it, the text-IBA authors' sampling
+    ``t = (lam * r + s * n) * std' + mu`` with ``r = (R - mu) / std'`` (docs/mathematics.md section 6).
+    """
+    scale = noise_scale(lam, log_var_clamp)
+    z = (lam * features + (1 - lam) * mean + scale * deviation) * active
+    return np.maximum(z, 0) if relu else z
+
+
 def capacity(
     features: np.ndarray,
     lam: np.ndarray,

@@ -1,179 +1,120 @@
-"""The command line: ``iba demo`` and ``iba explain IMAGE...``.
+"""The command line: ``iba demo`` and ``iba explain IMAGE...`` (see :data:`DESCRIPTION`).
 
-``iba demo`` explains the bundled EfficientNet-Lite0 (ImageNet-1k) on three bundled photos;
-``iba explain`` does the same for your images, with the bundled model or your own
-(``--model module:function`` returning it). Figures and raw heatmaps go to ``--out``.
+Every argument is checked before any work (one line on stderr, exit status 2). The estimator is
+fitted once per model, layer and data and cached; it and the noise are the same on every backend
+(:mod:`iba.demo.shared`), and ``--seed`` fixes the noise: the same command gives the same map.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import logging
+import math
 import os
 import sys
 import time
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
+import iba
 from iba import backends
+from iba.estimator import MIN_RECOMMENDED_SAMPLES
 
 DEFAULT_OUT = "iba-output"
+DEFAULT_SAMPLES = 1000
+DEFAULT_SEED = 0
+IMAGES_PER_BATCH = 16  # photos read, classified and written together
+SHOWN_LAYERS = 60  # the most layer names an error lists
+# What a folder given as IMAGE contributes (other files in it are left alone).
+IMAGE_SUFFIXES = frozenset(
+    (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+     ".pgm", ".pnm")
+)  # fmt: skip
+
+DESCRIPTION = """\
+Information Bottleneck Attribution: which parts of a photo did a classifier use?
+
+  iba demo              explain EfficientNet-Lite0 (ImageNet) on three bundled photos
+  iba explain IMAGE...  explain your photos: files, or folders of images
+
+Each photo gets a figure (NAME.png: the photo, the heatmap and a colour bar in bits) and the raw
+heatmap (NAME.npy, 224 x 224, bits per pixel) in the output folder; the top-5 classes are printed.
+Run "iba demo --help" or "iba explain --help" for the options."""
+
+EPILOG = """\
+examples:
+  iba demo
+  iba demo --backend keras          # the Keras 3 port, on the framework KERAS_BACKEND names
+  iba explain photo.jpg photos/ --layer _blocks.6 --out results
+  iba explain photo.jpg --model mymodels:build   # mymodels.py in the current folder
+
+The estimator is fitted on random crops of photos that ship in packages and cached in
+$IBA_CACHE (default ~/.cache/iba), once per model, layer and sample count; every backend shares
+it and draws the same noise, so --backend changes the map only by float32 rounding."""
 
 
 class UserError(Exception):
     """A problem with the command's input; printed as one line, exit status 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as :class:`UserError` (one line, exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
 def cache_dir() -> Path:
     """Where fitted estimators are kept: ``$IBA_CACHE``, else ``$XDG_CACHE_HOME/iba``."""
     if os.environ.get("IBA_CACHE"):
         return Path(os.environ["IBA_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "iba"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "iba"
 
 
-def _load_image(path: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    if not Path(path).is_file():
-        raise UserError(f"{path}: no such file; give the path of a photo (JPEG, PNG, ...)")
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError):
-        raise UserError(f"{path}: not an image that Pillow can read; give a JPEG or PNG") from None
+# -- the arguments -------------------------------------------------------------------------------
 
 
-def _load_user_model(spec: str):
-    import importlib
+def _whole(minimum: int, what: str) -> Callable[[str], int]:
+    """An argparse type: a whole number ``>= minimum``; ``what`` says why when it is smaller."""
 
-    module_name, _, function = spec.partition(":")
-    if not module_name or not function:
-        raise UserError(f"--model {spec!r}: expected module:function, e.g. mymodels:resnet")
-    try:
-        module = importlib.import_module(module_name)
-        return getattr(module, function)()
-    except (ImportError, AttributeError) as err:
-        raise UserError(f"--model {spec!r}: {err}") from None
-
-
-def _fit_or_load(run, explainer, layer: str, samples: int, model_id: str):
-    import iba
-    from iba.demo import photos
-
-    path = cache_dir() / f"{model_id}_{run.name}_{run.native_layer(layer)}_{samples}.npz"
-    if path.is_file():
+    def parse(text: str) -> int:
         try:
-            explainer.load_estimators(path)
-            print(f"estimator: loaded from {path}")
-            return
-        except (ValueError, OSError) as err:
-            print(f"estimator: cache {path} unusable ({err}); fitting again")
-    print(f"estimator: fitting layer {layer} on {samples} crops of the bundled photos")
-    start = time.perf_counter()
-    run.estimate(explainer, photos.random_crops(n=samples), samples)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    iba.save_estimators(tmp, explainer.estimators)
-    tmp.replace(path)
-    print(f"estimator: {time.perf_counter() - start:.1f} s, cached in {path}")
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value}: {what}")
+        return value
+
+    return parse
 
 
-def _explain(args, images: dict[str, np.ndarray], boxes: dict | None = None) -> int:
-    from tqdm.auto import tqdm
-
-    from iba.demo import photos, runners
-
+def _beta(text: str) -> float:
+    """An argparse type: ``beta``, a finite number ``>= 0`` (docs/mathematics.md section 2)."""
     try:
-        run = runners.runner(args.backend, _load_user_model(args.model) if args.model else None)
-    except (runners.Unavailable, ValueError) as err:
-        raise UserError(str(err)) from None
-    layer = args.layer or runners.DEFAULT_LAYER
-    if not run.has_layer(layer):
-        names = run.layer_names()
-        shown = ", ".join(names[:40]) + (", ..." if len(names) > 40 else "")
-        raise UserError(f"--layer {layer!r} not found in the model; layers are: {shown}")
-    config = {k: v for k, v in (("beta", args.beta), ("steps", args.steps)) if v is not None}
-    try:
-        explainer = run.explainer(layer, **config)
-    except (TypeError, ValueError) as err:
-        raise UserError(str(err)) from None
-
-    crops = {name: photos.center_crop(image)[0] for name, image in images.items()}
-    # the cache is per model: the bundled one, or the module:function that built yours
-    model_id = (
-        args.model.replace(":", "-").replace("/", "-") if args.model else "efficientnet-lite0"
-    )
-    _fit_or_load(run, explainer, layer, args.samples, model_id)
-
-    classes = photos.imagenet_classes() if not args.model else None
-    batch = np.stack(list(crops.values()))
-    probabilities = run.predict(batch)
-    targets = probabilities.argmax(1)
-    start = time.perf_counter()
-    heatmaps = []
-    for i in tqdm(range(len(batch)), desc="IBA explain", unit="image"):
-        heatmaps.append(run.analyze(explainer, batch[i : i + 1], targets[i : i + 1])[0])
-    seconds = time.perf_counter() - start
-    print(f"explained {len(batch)} image(s) in {seconds:.1f} s")
-
-    results = []
-    for (name, crop), probs, heat in zip(crops.items(), probabilities, heatmaps):
-        top = np.argsort(probs)[::-1][:5]
-        label = (lambda i: classes[i]) if classes else (lambda i: f"class {i}")
-        print(f"{name}: " + ", ".join(f"{label(i)} {probs[i]:.1%}" for i in top))
-        results.append((name, crop, heat, f"{name}: {label(top[0])} ({probs[top[0]]:.0%})"))
-    _write(Path(args.out), results)
-    return 0
-
-
-def _write(out: Path, results) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    import iba.plot
-
-    out.mkdir(parents=True, exist_ok=True)
-    for name, crop, heat, title in results:
-        fig = iba.plot.explanation(crop, heat, title=title)
-        fig.savefig(out / f"{name}.png", dpi=100)
-        plt.close(fig)
-        np.save(out / f"{name}.npy", heat)
-        print(f"  wrote {out / (name + '.png')} and {name}.npy")
-
-
-def _demo(args) -> int:
-    from iba.demo import photos
-
-    images = {}
-    for name in photos.EXPLAINED:
-        try:
-            images[name] = photos.photo(name)
-        except (ImportError, FileNotFoundError) as err:
-            raise UserError(f"bundled photo {name!r} is missing: {err}") from None
-    return _explain(args, images)
-
-
-def _explain_files(args) -> int:
-    images: dict[str, np.ndarray] = {}
-    for path in args.images:
-        stem = Path(path).stem
-        images[stem if stem not in images else f"{stem}-{len(images)}"] = _load_image(path)
-    return _explain(args, images)
-
-
-def _backend_help() -> str:
-    """The registry's backends, ``torch (default), keras (...) or jax (...)``."""
-    helps = [engine.help for engine in backends.ENGINES]
-    return ", ".join(helps[:-1]) + " or " + helps[-1] if len(helps) > 1 else helps[0]
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: beta must be a finite number >= 0 (default 10)")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(prog="iba", description=__doc__.splitlines()[0])
-    sub = main.add_subparsers(dest="command", required=True)
+    """The ``iba`` command's parser."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    main = Parser(prog="iba", description=DESCRIPTION, epilog=EPILOG, formatter_class=formatter)
+    main.add_argument("--version", action="version", version=f"iba {iba.__version__}")
+    sub = main.add_subparsers(dest="command", required=True, metavar="{demo,explain}")
 
-    def common(p):
+    def common(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--backend",
             default=backends.DEFAULT_ENGINE,
@@ -182,29 +123,443 @@ def parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--layer",
-            help="target layer, PyTorch's module name (default _blocks.4 of EfficientNet-Lite0; "
-            "the Keras and Flax ports also take _blocks_4)",
+            help="the layer to explain, by PyTorch's module name (default _blocks.4 of "
+            "EfficientNet-Lite0); the Keras and Flax ports also take their own names (_blocks_4)",
         )
-        p.add_argument("--beta", type=float, help="weight of the information term (default 10)")
-        p.add_argument("--steps", type=int, help="optimisation steps (default 10)")
-        p.add_argument("--samples", type=int, default=1000, help="estimator samples (1000)")
+        p.add_argument(
+            "--beta", type=_beta, help="weight of the information term (default 10; >= 0)"
+        )
+        p.add_argument(
+            "--steps",
+            type=_whole(1, "the optimisation needs at least 1 step (default 10)"),
+            help="optimisation steps per image (default 10)",
+        )
+        p.add_argument(
+            "--samples",
+            type=_whole(2, "the estimator needs at least 2 samples (default 1000)"),
+            default=DEFAULT_SAMPLES,
+            help=f"random crops the estimator is fitted on (default {DEFAULT_SAMPLES})",
+        )
+        p.add_argument(
+            "--seed",
+            type=_whole(0, "the seed is a whole number >= 0 (default 0)"),
+            default=DEFAULT_SEED,
+            help="seed of the noise; the same seed gives the same map on every backend "
+            f"(default {DEFAULT_SEED})",
+        )
         p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+        p.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            help="show the frameworks' start-up messages and warnings (hidden by default)",
+        )
 
-    demo = sub.add_parser("demo", help="explain EfficientNet-Lite0 on three bundled photos")
+    demo = sub.add_parser(
+        "demo",
+        help="explain EfficientNet-Lite0 on three bundled photos",
+        description="Explain EfficientNet-Lite0 (ImageNet-1k) on three photos that ship in "
+        "packages (chelsea, coffee, quokka).",
+    )
     common(demo)
     demo.set_defaults(run=_demo, model=None)
-    explain = sub.add_parser("explain", help="explain your images")
-    explain.add_argument("images", nargs="+", metavar="IMAGE")
-    explain.add_argument("--model", help="module:function returning your model (default: bundled)")
+    explain = sub.add_parser(
+        "explain",
+        help="explain your images (files or folders)",
+        description="Explain your photos: image files, or folders (every image in them, by "
+        "name). Each is resized so its short side is 224 pixels and centre-cropped.",
+        epilog="--model MODULE:FUNCTION imports MODULE (the current folder is searched first, as "
+        "with python -m) and calls FUNCTION() for the model: a torch.nn.Module, a keras.Model or "
+        "a Flax (module, variables); it gets the demo's preprocessing (pixel / 255 - 0.498) / "
+        "0.502.",
+    )
+    explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+    explain.add_argument(
+        "--model",
+        metavar="MODULE:FUNCTION",
+        help="your model: FUNCTION() of MODULE returns it (default: the bundled one)",
+    )
     common(explain)
     explain.set_defaults(run=_explain_files)
     return main
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def _backend_help() -> str:
+    """The registry's backends, ``torch (default), keras (...) or jax (...)``."""
+    helps = [engine.help for engine in backends.ENGINES]
+    return ", ".join(helps[:-1]) + " or " + helps[-1] if len(helps) > 1 else helps[0]
+
+
+# -- checks before any work ----------------------------------------------------------------------
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` must be a folder, or a path where one can be made."""
+    if out.exists():
+        if not out.is_dir():
+            raise UserError(f"--out {out}: is a file; give a folder (it is made if missing)")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise UserError(f"--out {out}: the folder is not writable; give another --out")
+        return
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"--out {out}: {parent} is a file; give a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: cannot make it in {parent} (not writable); give another")
+
+
+class Source(NamedTuple):
+    """One photo to explain: its output name and how to read it (uint8 ``(H, W, 3)``)."""
+
+    name: str
+    read: Callable[[], np.ndarray]
+
+
+def _image_files(entries: list[str]) -> list[Path]:
+    """The image files of the command line's IMAGE arguments: files as given, folders' images
+    sorted by name; each checked to be an image that Pillow reads (its header only)."""
+    from PIL import Image, UnidentifiedImageError
+
+    files: list[Path] = []
+    for entry in entries:
+        path = Path(entry)
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            )
+            if not found:
+                kinds = ", ".join(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES))
+                raise UserError(f"{entry}: a folder with no images in it ({kinds})")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"{entry}: no such file or folder; give photos or folders of photos")
+    for path in files:
+        try:
+            with Image.open(path):
+                pass
+        except (UnidentifiedImageError, OSError):
+            raise UserError(
+                f"{path}: not an image that Pillow can read; give JPEG, PNG or another image format"
+            ) from None
+    return files
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """The photo at ``path`` as uint8 RGB ``(H, W, 3)``."""
+    from PIL import Image
+
     try:
-        return args.run(args)
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the image ({err})") from None
+
+
+def _sources(files: list[Path]) -> list[Source]:
+    """One :class:`Source` per file, named by its stem (``-2``, ``-3``, ... where stems repeat)."""
+    sources: list[Source] = []
+    taken: set[str] = set()
+    for path in files:
+        name, n = path.stem, 1
+        while name in taken:
+            n += 1
+            name = f"{path.stem}-{n}"
+        taken.add(name)
+        sources.append(Source(name, functools.partial(_read_image, path)))
+    return sources
+
+
+def _check_model_spec(spec: str) -> tuple[str, str]:
+    """``--model``'s ``MODULE:FUNCTION``, checked by its form only (nothing imported)."""
+    module, _, function = spec.partition(":")
+    if not module or not function or not all(p.isidentifier() for p in module.split(".")):
+        raise UserError(
+            f"--model {spec!r}: expected MODULE:FUNCTION, e.g. mymodels:build for build() in "
+            "mymodels.py"
+        )
+    return module, function
+
+
+def _load_user_model(spec: str) -> Any:
+    """``FUNCTION()`` of ``MODULE``, the current folder searched first (as ``python -m`` does)."""
+    import importlib
+
+    module_name, function = _check_model_spec(spec)
+    here = os.getcwd()
+    added = here not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, here)
+    try:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise UserError(
+                f"--model {spec!r}: cannot import {module_name} ({err}); put {module_name}.py in "
+                "the current folder or install it"
+            ) from None
+        build = getattr(module, function, None)
+        if not callable(build):
+            raise UserError(f"--model {spec!r}: {module_name} has no function {function}()")
+        return build()
+    finally:
+        if added:
+            sys.path.remove(here)
+
+
+# -- the work ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool) -> Iterator[None]:
+    """Hide the frameworks' start-up messages (TensorFlow's oneDNN and CUDA notices, JAX's
+    platform notes) and Python warnings, unless ``verbose``; restored afterwards."""
+    if verbose:
+        yield
+        return
+    old_level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    if old_level is None:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # read when TensorFlow loads
+    loggers = {name: logging.getLogger(name) for name in ("tensorflow", "jax", "absl")}
+    levels = {name: logger.level for name, logger in loggers.items()}
+    for logger in loggers.values():
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for name, logger in loggers.items():
+            logger.setLevel(levels[name])
+        if old_level is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+
+
+@contextlib.contextmanager
+def _muted_stderr(mute: bool) -> Iterator[None]:
+    """Send what is written to the process's stderr (file descriptor 2) to the null device while
+    the frameworks load: TensorFlow logs there from C++ before its log level applies."""
+    if not mute:
+        yield
+        return
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _layer_error(run: Any, layer: str) -> UserError:
+    """An unknown layer: the layers a user would pick first, then the others (or their number)."""
+    main = run.suggested_layers()
+    shown = ", ".join(main[:SHOWN_LAYERS])
+    if len(main) > SHOWN_LAYERS:
+        shown += f", ... ({len(main) - SHOWN_LAYERS} more)"
+    inner = [name for name in run.layer_names() if name not in set(main)]
+    if 0 < len(inner) <= 10:
+        shown += f"; other layers: {', '.join(inner)}"
+    elif inner:
+        middle = main[len(main) // 2] if main else ""
+        example = next((n for n in inner if n.startswith(middle) and n != middle), inner[0])
+        shown += f"; and {len(inner)} other layers, such as {example}"
+    return UserError(f"--layer {layer!r} is not a layer of the model; layers are: {shown}")
+
+
+def _cache_file(args: argparse.Namespace, run: Any, layer: str) -> Path:
+    """The estimator's file: per model, layer and data. The bundled model's is shared by every
+    backend; a user's model's is per ``MODULE:FUNCTION`` and backend."""
+    if run.bundled:
+        model_id = "efficientnet-lite0"
+    else:
+        model_id = f"{args.model.replace(':', '-').replace('/', '-')}_{run.name}"
+    return cache_dir() / f"{model_id}_{run.layer_key(layer)}_{args.samples}.npz"
+
+
+def _fit_or_load(args: argparse.Namespace, run: Any, explainer: Any, layer: str) -> Path:
+    """Load the cached estimator or fit it on random crops of the bundled photos and cache it."""
+    from iba.demo import photos, shared
+
+    path = _cache_file(args, run, layer)
+    if path.is_file():
+        try:
+            (estimator,) = iba.load_estimators(path)
+            if run.bundled:  # stored channels-first
+                estimator = shared.in_layout(estimator, run.layout)
+            explainer.estimators = [estimator]
+            print(f"estimator: loaded from {path}")
+            return path
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
+            print(f"estimator: cache {path} unusable ({err}); fitting again")
+    print(f"estimator: fitting layer {layer} on {args.samples} crops of the bundled photos")
+    if args.samples < MIN_RECOMMENDED_SAMPLES:
+        print(f"  (fewer than {MIN_RECOMMENDED_SAMPLES} samples give noisy maps)")
+    start = time.perf_counter()
+    try:
+        (estimator,) = run.estimate(explainer, photos.random_crops(n=args.samples), args.samples)
+    except ValueError as err:  # e.g. a layer of a user's model without image features
+        raise UserError(f"--layer {layer}: {err}") from None
+    stored = shared.in_layout(estimator, "channels_first") if run.bundled else estimator
+    seconds = time.perf_counter() - start
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        iba.save_estimators(tmp, [stored])
+        tmp.replace(path)
+    except OSError as err:
+        print(f"estimator: {seconds:.1f} s, not cached ({err}; set IBA_CACHE to a writable folder)")
+    else:
+        print(f"estimator: {seconds:.1f} s, cached in {path}")
+    return path
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    """The checks that need no framework: the hyper-parameters, ``--out``, ``--model``'s form
+    and ``--backend``'s name."""
+    from iba.demo import runners
+
+    try:
+        iba.Config(**_config(args))
+    except (TypeError, ValueError) as err:
+        raise UserError(str(err)) from None
+    _check_out(Path(args.out))
+    if args.model:
+        _check_model_spec(args.model)
+    if args.backend not in runners.names():
+        raise UserError(
+            f"--backend {args.backend!r}: unknown backend; backends are: "
+            f"{', '.join(runners.names())}"
+        )
+
+
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``iba.Config`` fields the command line sets."""
+    return {k: v for k, v in (("beta", args.beta), ("steps", args.steps)) if v is not None}
+
+
+def _explain(args: argparse.Namespace, sources: list[Source]) -> int:
+    """Load the backend and the model, check the layer, fit or load the estimator, then explain
+    ``sources`` batch by batch, writing each photo's figure and heatmap as it is done."""
+    from tqdm.auto import tqdm
+
+    from iba.demo import photos, runners, shared
+
+    try:
+        with _muted_stderr(not args.verbose):
+            model = _load_user_model(args.model) if args.model else None
+            run = runners.runner(args.backend, model)
+    except (runners.Unavailable, ValueError) as err:
+        raise UserError(str(err)) from None
+    layer = args.layer or runners.DEFAULT_LAYER
+    if not run.has_layer(layer):
+        raise _layer_error(run, layer)
+    try:
+        explainer = run.explainer(layer, **_config(args))
+    except (TypeError, ValueError) as err:
+        raise UserError(str(err)) from None
+
+    cached = _fit_or_load(args, run, explainer, layer)
+    (estimator,) = explainer.estimators
+    drawn = shared.noise(args.seed, explainer.config, estimator)
+    options = {"noise": drawn} if drawn is not None else {"seed": args.seed}
+    classes = photos.imagenet_classes() if run.bundled else None
+    out = Path(args.out)
+    start = time.perf_counter()
+    with tqdm(total=len(sources), desc="IBA explain", unit="image") as bar:
+        for first in range(0, len(sources), IMAGES_PER_BATCH):
+            batch = sources[first : first + IMAGES_PER_BATCH]
+            crops = np.stack([photos.center_crop(source.read())[0] for source in batch])
+            probabilities = run.predict(crops)
+            targets = probabilities.argmax(1)
+            for i, source in enumerate(batch):
+                try:
+                    (heat,) = run.analyze(
+                        explainer, crops[i : i + 1], targets[i : i + 1], **options
+                    )
+                except ValueError as err:  # a cached estimator of another model or layer
+                    raise UserError(f"{err} (delete {cached} to fit it again)") from None
+                _write(out, source.name, crops[i], heat, probabilities[i], classes, bar.write)
+                bar.update(1)
+    print(f"explained {len(sources)} image(s) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _write(
+    out: Path,
+    name: str,
+    crop: np.ndarray,
+    heat: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str] | None,
+    say: Callable[[str], Any],
+) -> None:
+    """The figure and heatmap of one photo, and its top-5 line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    import iba.plot
+
+    def label(i: int) -> str:
+        return classes[i] if classes else f"class {i}"
+
+    top = np.argsort(probs)[::-1][:5]
+    say(f"{name}: " + ", ".join(f"{label(i)} {probs[i]:.1%}" for i in top))
+    out.mkdir(parents=True, exist_ok=True)
+    fig = iba.plot.explanation(crop, heat, title=f"{name}: {label(top[0])} ({probs[top[0]]:.0%})")
+    fig.savefig(out / f"{name}.png", dpi=100)
+    plt.close(fig)
+    np.save(out / f"{name}.npy", heat)
+    say(f"  wrote {out / (name + '.png')} and {name}.npy")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """``iba demo``: the bundled photos."""
+    from iba.demo import photos
+
+    _prepare(args)
+    sources = []
+    for name in photos.EXPLAINED:
+        try:
+            photos.photo(name)  # read now: a missing photo is reported before any work
+        except (ImportError, FileNotFoundError) as err:
+            raise UserError(f"bundled photo {name!r} is missing: {err}") from None
+        sources.append(Source(name, functools.partial(photos.photo, name)))
+    return _explain(args, sources)
+
+
+def _explain_files(args: argparse.Namespace) -> int:
+    """``iba explain IMAGE...``: files and folders of images."""
+    _prepare(args)
+    return _explain(args, _sources(_image_files(args.images)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``iba`` with ``argv`` (default: the process's arguments); the exit status."""
+    try:
+        args = parser().parse_args(argv)
     except UserError as err:
         print(f"iba: error: {err}", file=sys.stderr)
         return 2
+    except SystemExit as done:  # --help, --version
+        return done.code if isinstance(done.code, int) else 0
+    with _quiet(args.verbose):
+        try:
+            return args.run(args)
+        except UserError as err:
+            print(f"iba: error: {err}", file=sys.stderr)
+            return 2

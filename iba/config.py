@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 CAPACITY_AT = ("last_forward", "final")
+ESTIMATORS = ("corpus", "sentence")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,12 +21,27 @@ class Config:
         batch_size: noise samples of the same input per step.
         initial_alpha: value of every ``alpha`` at the start of an explanation.
         sigma: std of the Gaussian that smooths ``lam`` over H and W; ``None`` or 0 switches it off.
-        min_std: floor of the estimated standard deviation.
-        active_threshold: a feature is active if it is non-zero in more than this fraction of samples.
+        min_std: floor of the estimated standard deviation (0 switches it off when ``min_m2`` is
+            set).
+        active_threshold: a feature is active if it is non-zero in more than this fraction of
+            samples; ``None``: no active-feature mask (every feature is active).
         relu: clip the bottleneck output at zero (for features that follow a ReLU).
         capacity_at: ``"last_forward"`` (default, as the original code): the heatmap is the capacity
             that the last forward pass saw, at ``alpha`` after ``steps - 1`` updates; ``"final"``:
             the capacity at ``alpha`` after all ``steps`` updates.
+        ddof: the estimated variance is ``max(M2, min_m2) / (n - ddof)``: 1 (default) is the
+            Bessel-corrected sample variance, 0 the text-IBA authors' divisor ``n``.
+        min_m2: floor of the sum of squared deviations ``M2`` before the division (the text-IBA
+            authors' ``eps = 1e-5``; for an estimator of one sample it floors the variance).
+        log_var_clamp: ``c``: when the noise is sampled, its log-variance ``log((1 - lam)^2)`` is
+            clamped to ``[-c, c]`` (the text-IBA authors' ``10``); the capacity is not. ``None``
+            (default): no clamp.
+        estimator: ``"corpus"`` (default): the explainer's estimators (``estimate()``,
+            ``estimators=``); ``"sentence"``: ``analyze`` fits them on each explained input
+            alone, at the target layers (the text-IBA authors' pipeline; needs ``ddof=0``).
+
+    docs/mathematics.md sections 1.2, 2 and 6; :func:`text_config` sets the text-IBA authors'
+    arithmetic.
     """
 
     beta: float = 10.0
@@ -35,9 +51,13 @@ class Config:
     initial_alpha: float = 5.0
     sigma: float | None = 1.0
     min_std: float = 0.01
-    active_threshold: float = 0.01
+    active_threshold: float | None = 0.01
     relu: bool = False
     capacity_at: str = "last_forward"
+    ddof: int = 1
+    min_m2: float = 0.0
+    log_var_clamp: float | None = None
+    estimator: str = "corpus"
 
     def __post_init__(self) -> None:
         def number(name: str) -> float:
@@ -65,11 +85,16 @@ class Config:
         number("initial_alpha")
         if self.sigma is not None and number("sigma") < 0:
             raise ValueError(f"Config.sigma must be >= 0 or None, got {self.sigma}")
-        if number("min_std") <= 0:
-            raise ValueError(f"Config.min_std must be > 0, got {self.min_std}")
-        if not 0 <= number("active_threshold") < 1:
+        if number("min_m2") < 0:
+            raise ValueError(f"Config.min_m2 must be >= 0, got {self.min_m2}")
+        if number("min_std") < 0 or (self.min_std == 0 and self.min_m2 == 0):
             raise ValueError(
-                f"Config.active_threshold must be in [0, 1), got {self.active_threshold}"
+                f"Config.min_std must be > 0, got {self.min_std} (it may be 0 only with "
+                "min_m2 > 0, which keeps the standard deviation positive)"
+            )
+        if self.active_threshold is not None and not 0 <= number("active_threshold") < 1:
+            raise ValueError(
+                f"Config.active_threshold must be in [0, 1) or None, got {self.active_threshold}"
             )
         if not isinstance(self.relu, bool):
             raise TypeError(f"Config.relu must be a bool, got {self.relu!r}")
@@ -77,11 +102,30 @@ class Config:
             raise ValueError(
                 f"Config.capacity_at must be one of {CAPACITY_AT}, got {self.capacity_at!r}"
             )
+        if isinstance(self.ddof, bool) or self.ddof not in (0, 1):
+            raise ValueError(f"Config.ddof must be 0 or 1, got {self.ddof!r}")
+        if self.log_var_clamp is not None and number("log_var_clamp") <= 0:
+            raise ValueError(f"Config.log_var_clamp must be > 0 or None, got {self.log_var_clamp}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(
+                f"Config.estimator must be one of {ESTIMATORS}, got {self.estimator!r}"
+            )
+        if self.estimator == "sentence" and self.ddof != 0:
+            raise ValueError(
+                "Config.estimator='sentence' fits the statistics on one input, whose "
+                "Bessel-corrected variance is undefined: set ddof=0 (and min_m2 > 0), as "
+                "iba.text_config() does"
+            )
 
     @property
     def smoothing(self) -> bool:
         """Whether ``lam`` is smoothed (spatial features only)."""
         return bool(self.sigma)
+
+    @property
+    def min_samples(self) -> int:
+        """The fewest samples an estimator needs under this config (``ddof + 1``)."""
+        return self.ddof + 1
 
     @property
     def updates(self) -> int:
@@ -96,6 +140,28 @@ class Config:
 def coiba_config(**changes: Any) -> Config:
     """The defaults of CoIBA (Hong et al., CVPR 2025; docs/mathematics.md section 4): ``beta = 1``, no smoothing."""
     return Config(**{"beta": 1.0, "sigma": None, **changes})
+
+
+def text_config(**changes: Any) -> Config:
+    """The text-IBA authors' arithmetic (Jiang et al., Findings of EMNLP 2020; docs/mathematics.md
+    section 6): ``beta = 1e-5``, no smoothing, standard deviation ``sqrt(max(M2, 1e-5) / n)``
+    (``ddof=0``, ``min_m2=1e-5``, no ``min_std``), no active-feature mask, and the noise's
+    log-variance clamped to ``[-10, 10]`` when sampling. Steps, ``lr``, noise samples, initial
+    ``alpha`` and the heatmap's capacity are the defaults, as in their code.
+
+    The estimator stays the corpus one; ``text_config(estimator="sentence")`` fits it on each
+    explained input alone, as their pipeline does.
+    """
+    preset = {
+        "beta": 1e-5,
+        "sigma": None,
+        "ddof": 0,
+        "min_std": 0.0,
+        "min_m2": 1e-5,
+        "active_threshold": None,
+        "log_var_clamp": 10.0,
+    }
+    return Config(**{**preset, **changes})
 
 
 def for_targets(n_targets: int, config: Config | None = None, **fields: Any) -> Config:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import operator
 import os
+import re
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, Protocol
 
@@ -67,7 +69,14 @@ class Noise(NamedTuple):
 
 
 class Plan(NamedTuple):
-    """Everything an engine's ``optimize`` needs, validated by the driver."""
+    """Everything an engine's ``optimize`` needs, validated by the driver.
+
+    ``token_mask``: for ``tokens`` features, ``(N, T)`` float64, 1 at real tokens and 0 at padding
+    (set by the text explainers, e.g. ``iba_torch.text.TextIBA``): the capacity is zero at
+    padding and the information term is the mean over the real tokens' elements
+    (``iba.text.information_term``, docs/mathematics.md section 6.3). ``None``: every element
+    counts.
+    """
 
     config: Config
     layout: str
@@ -78,6 +87,7 @@ class Plan(NamedTuple):
     labels: np.ndarray | None
     loss_fn: Callable[[Any], Any] | None
     progress: bool
+    token_mask: np.ndarray | None = None
 
 
 class Result(NamedTuple):
@@ -211,17 +221,56 @@ def twice_error(name: str) -> RuntimeError:
     )
 
 
-def check_finite(x: Any) -> None:
-    """Raise if a floating array of the inputs ``x`` holds NaN or infinite values."""
+def check_finite(x: Any, name: str = "x") -> None:
+    """Raise if the inputs ``x`` are not arrays of real numbers, or a floating array of them holds
+    NaN or infinite values (``name``: the argument, for the message)."""
+    if x is None:
+        raise TypeError(f"{name} is None: pass a batch of inputs (an array or tensor, batch first)")
     for leaf in _leaves(x):
         if getattr(leaf, "shape", None) is None:
             continue
         values = to_numpy(leaf)
+        if values.dtype.kind in "OUSc":
+            raise TypeError(
+                f"{name} holds an array of dtype {values.dtype}; a model's inputs are real numbers "
+                f"(bool, int or float): convert {name} first"
+            )
         if values.dtype.kind in "fc" and not np.isfinite(values).all():
             bad = int((~np.isfinite(values)).sum())
-            raise ValueError(
-                f"the input holds {bad} NaN or infinite value(s); check the input data"
-            )
+            raise ValueError(f"{name} holds {bad} NaN or infinite value(s); check the input data")
+
+
+_OURS = tuple(  # the library's packages: errors raised there already say what to do
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), package, "")
+    for package in ("iba", "iba_torch", "iba_tf", "iba_jax")
+)
+
+
+@contextlib.contextmanager
+def running_on(x: Any, name: str = "x") -> Iterator[None]:
+    """A block that runs the model on ``x`` for the first time: an error of the framework or the
+    model there (a shape or dtype the model does not take) is raised again naming ``name``, with
+    the original as its ``__cause__``; the library's own errors pass unchanged."""
+    try:
+        yield
+    except Exception as err:
+        frames = traceback.extract_tb(err.__traceback__)
+        if frames and os.path.abspath(frames[-1].filename).startswith(_OURS):
+            raise
+        kind = TypeError if isinstance(err, TypeError) else ValueError
+        detail = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(err)).split())[:400]
+        raise kind(
+            f"the model could not run on {name} ({_describe(x)}): {type(err).__name__}: "
+            f"{detail} -- check that {name} is a batch of the model's inputs (batch axis first) "
+            "of the shape and dtype the model takes"
+        ) from err
+
+
+def _describe(x: Any) -> str:
+    arrays = [leaf for leaf in _leaves(x) if getattr(leaf, "shape", None) is not None]
+    if len(arrays) != 1:
+        return f"{type(x).__name__} of {len(arrays)} arrays"
+    return f"shape {tuple(arrays[0].shape)}, dtype {arrays[0].dtype}"
 
 
 # -- the explainer -------------------------------------------------------------------------------
@@ -395,7 +444,14 @@ class Explainer:
 
         Returns:
             ``(N, H, W)`` at the input's size for images, ``(N, T)`` per token for token features.
+
+        With ``Config.estimator == "sentence"`` the statistics are fitted on each input alone
+        (docs/mathematics.md section 6), so the inputs are explained one after the other:
+        ``loss_fn`` then sees one input's ``B`` rows at a time, ``noise`` arrays are split along
+        their input axis, and ``seed`` (or a JAX key) seeds every input's run alike.
         """
+        if self.config.estimator == "sentence" and n_rows(x) > 1:
+            return self._analyze_each(model, x, target, loss_fn, noise, seed, details, progress)
         with self.planned(model, x, target, loss_fn, noise, seed, progress) as (run, plan):
             result = run.optimize(plan)
             input_size = run.input_size(plan.layout)
@@ -421,23 +477,30 @@ class Explainer:
         if noise is not None and seed is not None:
             raise ValueError("pass noise= or seed=, not both")
         seed = _count("seed", seed, minimum=0)
-        self._require_estimators(model)
-        check_finite(x)
         config = self.config
+        if config.estimator == "sentence":  # fitted on x itself (docs/mathematics.md section 6)
+            check_finite(x)
+            estimators = self._sentence_estimators(model, x)
+        else:
+            self._require_estimators(model)
+            check_finite(x)
+            estimators = self._estimators
         with self.engine.analysis(model, x, config) as run:
             n = run.n_inputs
             if n < 1:
                 raise ValueError("x holds no inputs")
             labels = None if target is None else _targets.labels(target, n)
-            shapes = self._feature_shapes(run.feature_shapes())
-            layout = self._estimators[0].layout
+            with running_on(x):  # torch and JAX run the model up to the first target here
+                given = run.feature_shapes()
+            shapes = self._feature_shapes(given, estimators)
+            layout = estimators[0].layout
             a_shape = alpha_shape(shapes[0], layout, len(shapes) > 1)
-            for shape, est in zip(shapes[1:], self._estimators[1:]):
+            for shape, est in zip(shapes[1:], estimators[1:]):
                 check_alpha_shape(a_shape, shape, est.layout)
             plan = Plan(
                 config=config,
                 layout=layout,
-                stats=self.statistics(),
+                stats=self.statistics(estimators),
                 feature_shapes=shapes,
                 alpha_shape=a_shape,
                 noise=self._noise(noise, seed, n, shapes),
@@ -447,33 +510,125 @@ class Explainer:
             )
             yield run, plan
 
-    def _feature_shapes(self, shapes: list[tuple[int, ...] | None]) -> list[tuple[int, ...]]:
+    def _feature_shapes(
+        self, shapes: list[tuple[int, ...] | None], estimators: list[Estimator]
+    ) -> list[tuple[int, ...]]:
         """The targets' feature shapes, each checked against its estimator."""
         checked = []
-        for i, (name, est, given) in enumerate(zip(self.engine.names, self._estimators, shapes)):
+        least = self.config.min_samples  # 2; 1 with ddof=0 (docs/mathematics.md section 6)
+        for i, (name, est, given) in enumerate(zip(self.engine.names, estimators, shapes)):
             shape = est.feature_shape if given is None else tuple(int(s) for s in given)
-            if shape is None or est.n_samples < 2:
+            if shape is None or est.n_samples < least:
                 raise ValueError(
                     f"target {name!r}: its estimator has seen {est.n_samples} sample(s); "
-                    "estimate() it on data first (at least 2 samples)"
+                    f"estimate() it on data first (at least {least} sample"
+                    f"{'s' if least > 1 else ''})"
+                )
+            if est.feature_shape is not None and len(shape) != len(est.feature_shape):
+                raise ValueError(
+                    f"target {name!r} gives features of shape {tuple(shape)} per input, its "
+                    f"estimator was fitted on {est.feature_shape}: check x's shape (a batch of "
+                    "inputs, batch axis first, each input shaped as in estimate())"
                 )
             try:
                 est.check(shape, self.engine.layout_of(shape, i))
             except ValueError as err:
-                raise ValueError(f"target {name!r}: {err}") from None
+                hint = ""
+                if est.feature_shape is not None and tuple(shape) != est.feature_shape:
+                    hint = " (or give x inputs of the size used in estimate())"
+                raise ValueError(f"target {name!r}: {err}{hint}") from None
             checked.append(tuple(shape))
         return checked
 
-    def statistics(self) -> list[LayerStatistics]:
-        """The bottlenecks' statistics, with the mask rule: a single target masks inactive
-        features, several (CoIBA) do not (docs/mathematics.md sections 1, 2 and 4)."""
-        self._require_estimators()
-        single = len(self._estimators) == 1
+    def statistics(self, estimators: list[Estimator] | None = None) -> list[LayerStatistics]:
+        """The bottlenecks' statistics (of ``estimators``, default the explainer's) under the
+        config's rule, with the mask rule: a single target masks inactive features, several
+        (CoIBA) do not (docs/mathematics.md sections 1, 2, 4 and 6)."""
+        if estimators is None:
+            self._require_estimators()
+            estimators = self._estimators
+        single = len(estimators) == 1
+        warn = self.config.estimator != "sentence"  # one sample by design
         stats = []
-        for est in self._estimators:
-            s: Statistics = est.statistics(self.config.min_std, self.config.active_threshold)
+        for est in estimators:
+            s: Statistics = est.statistics_for(self.config, warn=warn)
             stats.append(LayerStatistics(s.mean, s.std, s.active if single else None))
         return stats
+
+    def _sentence_estimators(self, model: Any, x: Any) -> list[Estimator]:
+        """One estimator per target, fitted on the features of the single input ``x``
+        (``Config.estimator == "sentence"``, docs/mathematics.md section 6)."""
+        if n_rows(x) != 1:
+            raise ValueError(
+                "Config.estimator='sentence' fits the statistics on one input at a time: "
+                f"x holds {n_rows(x)} inputs; analyze() explains them one by one, planned() "
+                "takes one"
+            )
+        estimators = []
+        with self.engine.estimation(model) as capture:
+            for i, features in enumerate(to_numpy(f) for f in capture(x)):
+                est = Estimator(layout=self._layout(features.shape[1:], i))
+                est.update(features)
+                estimators.append(est)
+        return estimators
+
+    def _analyze_each(
+        self,
+        model: Any,
+        x: Any,
+        target: Any,
+        loss_fn: Callable[[Any], Any] | None,
+        noise: Any,
+        seed: int | None,
+        details: bool,
+        progress: bool,
+    ) -> np.ndarray | Explanation:
+        """``analyze`` input by input (``Config.estimator == "sentence"``), the results joined."""
+        if (target is None) == (loss_fn is None):
+            raise ValueError("pass exactly one of target= (class index per input) or loss_fn=")
+        if noise is not None and seed is not None:
+            raise ValueError("pass noise= or seed=, not both")
+        n = n_rows(x)
+        labels = None if target is None else _targets.labels(target, n)
+        split = noise is not None and not self.engine.native_noise(noise)
+        arrays = (list(noise) if isinstance(noise, (list, tuple)) else [noise]) if split else []
+        arrays = [to_numpy(a) for a in arrays]
+        for a in arrays:
+            if a.ndim < 2 or a.shape[1] != n:
+                raise ValueError(
+                    f"noise of shape {a.shape} for {n} inputs needs their axis: (steps, {n}, "
+                    f"batch_size, *F), from iba.draw_noise(..., n_inputs={n})"
+                )
+        parts = []
+        for i in range(n):
+            if split:
+                each = [a[:, i] for a in arrays]
+                noise_i = each if isinstance(noise, (list, tuple)) else each[0]
+            else:
+                noise_i = noise
+            part = self.analyze(
+                model,
+                take_rows(x, i, i + 1),
+                target=None if labels is None else int(labels[i]),
+                loss_fn=loss_fn,
+                noise=noise_i,
+                seed=seed,
+                details=True,
+                progress=progress,
+            )
+            assert isinstance(part, Explanation)  # details=True
+            parts.append(part)
+        maps = np.concatenate([p.heatmap for p in parts])
+        if not details:
+            return maps
+        return Explanation(
+            capacity=np.concatenate([p.capacity for p in parts]),
+            alpha=np.concatenate([p.alpha for p in parts]),
+            lam=np.concatenate([p.lam for p in parts]),
+            alphas=np.concatenate([p.alphas for p in parts], axis=1),
+            losses=np.concatenate([p.losses for p in parts], axis=1),
+            heatmap=maps,
+        )
 
     def _noise(self, noise: Any, seed: int | None, n: int, shapes: list) -> Noise:
         if noise is None:
@@ -498,6 +653,13 @@ def explanation(
 ) -> np.ndarray | Explanation:
     """The heatmaps of an engine's result, or the whole ``iba.Explanation`` (float64)."""
     arrays = {name: np.asarray(to_numpy(a), np.float64) for name, a in result._asdict().items()}
+    bad = np.argwhere(~np.isfinite(arrays["losses"]))
+    if len(bad):  # Adam turns alpha into NaN: the heatmap would be silently meaningless
+        step, row = (int(i) for i in bad[0])
+        raise ValueError(
+            f"the loss of input {row} is NaN or infinite at step {step + 1}: check loss_fn (or "
+            "the model's outputs on x)"
+        )
     maps = heatmap(arrays["capacity"], layout, input_size if is_spatial(layout) else None)
     if not details:
         return maps
@@ -533,8 +695,9 @@ def fit_estimators(
                 batch = head(batch, rows)
             if rows < 1:
                 break
-            check_finite(batch)
-            features = [to_numpy(f) for f in capture(batch)]
+            check_finite(batch, "data")
+            with running_on(batch, "data"):
+                features = [to_numpy(f) for f in capture(batch)]
             if not estimators:
                 estimators = [
                     Estimator(layout=layout(f.shape[1:], i) if layout else "channels_first")
@@ -599,6 +762,15 @@ def n_rows(x: Any) -> int:
     if not leaves or len(leaves[0].shape) == 0:
         raise ValueError("inputs must be arrays with a batch axis first")
     return int(leaves[0].shape[0])
+
+
+def take_rows(x: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of every array in ``x`` (an array, or a dict / tuple of them)."""
+    if isinstance(x, dict):
+        return {k: take_rows(v, start, stop) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(take_rows(v, start, stop) for v in x)
+    return x[start:stop] if getattr(x, "shape", None) is not None and len(x.shape) else x
 
 
 def head(x: Any, rows: int) -> Any:

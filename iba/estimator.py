@@ -6,14 +6,20 @@ float64 with the batched Welford / Chan merge.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import secrets
 import warnings
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from iba._checks import finite_array
 from iba.layout import check_feature_shape, check_layout
+
+if TYPE_CHECKING:
+    from iba.config import Config
 
 FORMAT_VERSION = 1
 MIN_RECOMMENDED_SAMPLES = 1000
@@ -119,16 +125,52 @@ class Estimator:
         """``1.0`` where an element is non-zero in more than ``threshold`` of the samples, else 0."""
         return (self.nonzero_fraction > threshold).astype(np.float64)
 
-    def statistics(self, min_std: float = 0.01, active_threshold: float = 0.01) -> Statistics:
-        """``mu``, ``std' = max(std, min_std)`` and ``active``; warns below 1,000 samples."""
-        self._require(2)
-        if self.n_samples < MIN_RECOMMENDED_SAMPLES:
+    def statistics(
+        self,
+        min_std: float = 0.01,
+        active_threshold: float | None = 0.01,
+        *,
+        ddof: int = 1,
+        min_m2: float = 0.0,
+        warn: bool = True,
+    ) -> Statistics:
+        """``mu``, ``std' = max(sqrt(max(M2, min_m2) / (n - ddof)), min_std)`` and ``active``.
+
+        docs/mathematics.md section 1.2. The defaults are the project's (Bessel-corrected, floored
+        at 0.01); ``ddof=0, min_m2=1e-5, min_std=0`` is the text-IBA authors' rule (section 6).
+        ``active_threshold=None`` marks every element active. Warns below 1,000 samples unless
+        ``warn`` is false.
+        """
+        if ddof not in (0, 1):
+            raise ValueError(f"ddof must be 0 or 1, got {ddof!r}")
+        self._require(ddof + 1)
+        if warn and self.n_samples < MIN_RECOMMENDED_SAMPLES:
             warnings.warn(
                 f"the estimator has seen only {self.n_samples} samples; the IBA paper used "
                 f"5,000-10,000, and fewer than {MIN_RECOMMENDED_SAMPLES} give noisy statistics",
                 stacklevel=2,
             )
-        return Statistics(self.mean, np.maximum(self.std, min_std), self.active(active_threshold))
+        assert self._m2 is not None  # there are samples
+        if ddof == 1 and min_m2 == 0:
+            std = self.std  # the project's rule, computed exactly as always
+        else:
+            std = np.sqrt(np.maximum(self._m2, min_m2) / (self.n_samples - ddof))
+        if active_threshold is None:
+            active = np.ones(self._m2.shape, np.float64)
+        else:
+            active = self.active(active_threshold)
+        return Statistics(self.mean, np.maximum(std, min_std), active)
+
+    def statistics_for(self, config: Config, warn: bool = True) -> Statistics:
+        """:meth:`statistics` under ``config``'s rule (``min_std``, ``active_threshold``,
+        ``ddof``, ``min_m2``; docs/mathematics.md sections 1.2 and 6)."""
+        return self.statistics(
+            config.min_std,
+            config.active_threshold,
+            ddof=config.ddof,
+            min_m2=config.min_m2,
+            warn=warn,
+        )
 
     def check(self, feature_shape: tuple[int, ...], layout: str | None = None) -> None:
         """Raise if this estimator was fitted for features of another shape or layout."""
@@ -156,30 +198,55 @@ class Estimator:
 
     @classmethod
     def from_arrays(cls, arrays, prefix: str = "", source: str = "arrays") -> Estimator:
-        """Rebuild an estimator from ``to_arrays`` output (or an opened ``.npz``)."""
+        """Rebuild an estimator from ``to_arrays`` output (or an opened ``.npz``); raise a
+        ``ValueError`` naming ``source`` if the arrays are missing, malformed or inconsistent."""
         try:
-            version = int(arrays[f"{prefix}format_version"])
-            est = cls(
-                tuple(int(s) for s in arrays[f"{prefix}feature_shape"]),
-                str(arrays[f"{prefix}layout"]),
-            )
-            est.n_samples = int(arrays[f"{prefix}n_samples"])
-            est._mean = np.asarray(arrays[f"{prefix}mean"], np.float64)
-            est._m2 = np.asarray(arrays[f"{prefix}m2"], np.float64)
-            est._nonzero = np.asarray(arrays[f"{prefix}nonzero"], np.int64)
+            version = int(np.asarray(arrays[f"{prefix}format_version"]))
+            shape = tuple(int(s) for s in np.asarray(arrays[f"{prefix}feature_shape"]).ravel())
+            layout = str(np.asarray(arrays[f"{prefix}layout"]))
+            n_samples = int(np.asarray(arrays[f"{prefix}n_samples"]))
+            mean = np.asarray(arrays[f"{prefix}mean"], np.float64)
+            m2 = np.asarray(arrays[f"{prefix}m2"], np.float64)
+            nonzero = np.asarray(arrays[f"{prefix}nonzero"])
         except KeyError as err:
-            raise ValueError(f"{source} holds no estimator {prefix!r} (missing {err})") from None
+            raise ValueError(
+                f"{source} holds no estimator {prefix!r} (missing {err}): save the estimators "
+                "with iba.save_estimators or Estimator.save"
+            ) from None
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: corrupt estimator {prefix!r} ({err}){_AGAIN}") from None
         if version != FORMAT_VERSION:
-            raise ValueError(f"{source}: estimator format {version}, expected {FORMAT_VERSION}")
-        for name in ("_mean", "_m2", "_nonzero"):
-            if getattr(est, name).shape != est.feature_shape:
-                raise ValueError(f"{source}: corrupt estimator, {name[1:]} has the wrong shape")
+            raise ValueError(
+                f"{source}: estimator format {version}, this version of iba reads format "
+                f"{FORMAT_VERSION}: estimate again with this version (or read it with the version "
+                "that wrote it)"
+            )
+        try:
+            est = cls(shape, layout)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: corrupt estimator {prefix!r} ({err}){_AGAIN}") from None
+        problem = None
+        if any(a.shape != shape for a in (mean, m2, nonzero)):
+            problem = f"its arrays do not have the feature shape {shape}"
+        elif n_samples < 1:
+            problem = f"it has seen {n_samples} samples"
+        elif not (np.isfinite(mean).all() and np.isfinite(m2).all() and (m2 >= 0).all()):
+            problem = "its mean or M2 holds NaN, infinite or negative values"
+        elif nonzero.dtype.kind not in "iuf" or not np.array_equal(nonzero, np.rint(nonzero)):
+            problem = f"its non-zero counts are not integers (dtype {nonzero.dtype})"
+        elif nonzero.size and not (0 <= nonzero.min() and nonzero.max() <= n_samples):
+            problem = f"its non-zero counts are not between 0 and n_samples = {n_samples}"
+        if problem is not None:
+            raise ValueError(f"{source}: corrupt estimator {prefix!r}: {problem}{_AGAIN}")
+        est.n_samples = n_samples
+        est._mean, est._m2, est._nonzero = mean, m2, nonzero.astype(np.int64)
         return est
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the statistics to an ``.npz`` file (no pickle)."""
-        # mypy matches the ** keys against savez's allow_pickle: bool; none is named that
-        np.savez(path, **self.to_arrays())  # type: ignore[arg-type]
+        """Write the statistics to an ``.npz`` file (no pickle; ``.npz`` is appended to a name
+        without it). The file is replaced only once the new one is complete: a failed or
+        interrupted save leaves an existing file as it was."""
+        _write_npz(path, self.to_arrays())
 
     @classmethod
     def load(
@@ -188,9 +255,22 @@ class Estimator:
         feature_shape: tuple[int, ...] | None = None,
         layout: str | None = None,
     ) -> Estimator:
-        """Read a saved estimator; with ``feature_shape``/``layout``, check it fits that layer."""
-        with np.load(path, allow_pickle=False) as data:
-            est = cls.from_arrays(data, source=str(path))
+        """Read a saved estimator; with ``feature_shape``/``layout``, check it fits that layer.
+
+        A file of ``save_estimators`` with one estimator is read too; a truncated, corrupt or
+        foreign file raises a ``ValueError`` that names it.
+        """
+        arrays = _read_npz(path)
+        source = _name(path)
+        if "count" in arrays:  # written by save_estimators
+            count = _count_of(arrays, source)
+            if count != 1:
+                raise ValueError(
+                    f"{source} holds {count} estimators: read them with iba.load_estimators(path)"
+                )
+            est = cls.from_arrays(arrays, prefix="0/", source=source)
+        else:
+            est = cls.from_arrays(arrays, source=source)
         if feature_shape is not None or layout is not None:
             assert est.feature_shape is not None  # from_arrays sets it
             est.check(feature_shape if feature_shape is not None else est.feature_shape, layout)
@@ -221,32 +301,121 @@ def _batch_moments(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def save_estimators(path: str | os.PathLike, estimators: list[Estimator]) -> None:
-    """Write the estimators of several target layers to one ``.npz`` file (no pickle)."""
+    """Write the estimators of several target layers to one ``.npz`` file (no pickle).
+
+    ``.npz`` is appended to a name without it. The file is written to a temporary file in the
+    same folder and moved into place: a failed or interrupted save leaves an existing file as
+    it was.
+    """
+    if isinstance(estimators, Estimator):
+        estimators = [estimators]
+    estimators = list(estimators)
+    if not estimators:
+        raise ValueError("save_estimators got no estimators: pass one per target layer")
+    for est in estimators:
+        if not isinstance(est, Estimator):
+            raise TypeError(f"estimators must be iba.Estimator objects, got {type(est).__name__}")
     arrays = {"count": np.array(len(estimators))}
     for i, est in enumerate(estimators):
         arrays.update(est.to_arrays(prefix=f"{i}/"))
-    np.savez(path, **arrays)  # type: ignore[arg-type]  # as in Estimator.save
+    _write_npz(path, arrays)
 
 
 def load_estimators(path: str | os.PathLike, targets: list | None = None) -> list[Estimator]:
     """Read the estimators written by ``save_estimators`` (or a single ``Estimator.save``).
 
     ``targets``: the explainer's target layers; the file must hold one estimator per target.
+    A truncated, corrupt or foreign file raises a ``ValueError`` that names it.
     """
-    with np.load(path, allow_pickle=False) as data:
-        if "count" not in data.files:
-            estimators = [Estimator.from_arrays(data, source=str(path))]
-        else:
-            estimators = [
-                Estimator.from_arrays(data, prefix=f"{i}/", source=str(path))
-                for i in range(int(data["count"]))
-            ]
+    arrays = _read_npz(path)
+    source = _name(path)
+    if "count" not in arrays:
+        estimators = [Estimator.from_arrays(arrays, source=source)]
+    else:
+        estimators = [
+            Estimator.from_arrays(arrays, prefix=f"{i}/", source=source)
+            for i in range(_count_of(arrays, source))
+        ]
     if targets is not None and len(estimators) != len(targets):
         raise ValueError(
-            f"{os.fspath(path)} holds {len(estimators)} estimator(s), this explainer has "
-            f"{len(targets)} target(s): {list(targets)}"
+            f"{source} holds {len(estimators)} estimator(s), this explainer has "
+            f"{len(targets)} target(s): {list(targets)}; load the file saved for these targets, "
+            "or estimate() again"
         )
     return estimators
+
+
+_AGAIN = ": estimate() again and save the estimators anew"
+
+
+def _name(path: object) -> str:
+    """How messages name a file: its path, or the file object."""
+    try:
+        return os.fsdecode(path)  # type: ignore[arg-type]  # a file object: TypeError
+    except TypeError:
+        return repr(path)
+
+
+def _count_of(arrays: dict[str, np.ndarray], source: str) -> int:
+    """The number of estimators a ``save_estimators`` file says it holds (at least 1)."""
+    try:
+        count = int(np.asarray(arrays["count"]))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: corrupt estimators file ({err}){_AGAIN}") from None
+    if count < 1:
+        raise ValueError(f"{source} holds {count} estimators{_AGAIN}")
+    return count
+
+
+def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, read at once (no pickle).
+
+    A missing file or folder raises the ``OSError``; anything that is not a complete ``.npz``
+    archive of plain arrays (truncated, corrupt, pickled, an ``.npy``) a ``ValueError``.
+    """
+    source = _name(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: np.asarray(data[key]) for key in data.files}
+    except OSError:
+        raise
+    except Exception as err:
+        detail = str(err).rstrip(".")
+        raise ValueError(
+            f"{source} is not a complete estimators file ({type(err).__name__}: {detail}): it "
+            f"may be truncated (an interrupted copy) or not an .npz written by iba{_AGAIN}"
+        ) from None
+
+
+def _write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez(path, **arrays)`` through a temporary file in the same folder and
+    ``os.replace``: an existing file is replaced only by a complete new one."""
+    if hasattr(path, "write"):  # a file object: the caller owns it
+        np.savez(path, **arrays)  # type: ignore[arg-type]  # no key is named allow_pickle
+        return
+    target = os.fsdecode(path)
+    if not target.endswith(".npz"):
+        target += ".npz"  # as np.savez names it
+    if os.path.isdir(target):
+        raise IsADirectoryError(errno.EISDIR, f"cannot save the estimators to {target}: a folder")
+    folder, base = os.path.split(os.path.abspath(target))
+    temporary = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:  # created like any new file (the umask applies); fails if the folder is missing
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as err:
+        raise type(err)(
+            err.errno, f"cannot save the estimators to {target}: {err.strerror}"
+        ) from None
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, **arrays)  # type: ignore[arg-type]  # as above
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except BaseException:  # also KeyboardInterrupt: no partial file is left behind
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
 
 
 def require_estimators(estimators: list[Estimator], targets: list) -> None:

@@ -30,6 +30,13 @@ def check_noise(
     noise: object, steps: int, n_inputs: int, batch_size: int, feature_shape: tuple[int, ...]
 ) -> np.ndarray:
     """``noise`` as ``(steps, n_inputs, batch_size, *F)``; raise a clear error if it does not fit."""
+    dtype = np.asarray(noise).dtype
+    if dtype.kind in "OUSc":
+        raise TypeError(
+            f"noise must hold real numbers, got dtype {dtype}; draw it with "
+            f"iba.draw_noise(seed, {steps}, {batch_size}, {tuple(feature_shape)}, "
+            f"n_inputs={n_inputs})"
+        )
     noise = np.asarray(noise, dtype=np.float64)
     full = (steps, n_inputs, batch_size, *feature_shape)
     if n_inputs == 1 and noise.shape == (steps, batch_size, *feature_shape):

@@ -23,9 +23,11 @@ from iba.bottleneck import (
     bottleneck,
     capacity,
     capacity_vjp,
+    clamped_bottleneck,
     damping,
     damping_vjp,
     noise_like,
+    noise_scale_vjp,
     sum_to_shape,
 )
 from iba.config import Config
@@ -66,6 +68,50 @@ class BottleneckLayer:
             return (grad * self.lam).reshape(features.shape)
 
         return out.reshape(features.shape), vjp
+
+
+class ClampedBottleneckLayer(BottleneckLayer):
+    """:class:`BottleneckLayer` whose noise has its log-variance clamped when sampled.
+
+    ``Z = (lam * R + (1 - lam) * mu + noise_scale(lam, c) * std' * n) * active`` (the text-IBA
+    authors' sampling, docs/mathematics.md section 6), with ``deviation = std' * n`` of shape
+    ``(N, B, *F)``. ``dZ/dlam = (R - mu + noise_scale'(lam) * deviation) * active``, where the
+    derivative of the clamped scale is 0.
+    """
+
+    def __init__(self, lam, mean, deviation: np.ndarray, mask, relu: bool, log_var_clamp: float):
+        super().__init__(lam, deviation + mean, mask, relu)
+        self.mean, self.deviation, self.log_var_clamp = mean, deviation, log_var_clamp
+
+    def __call__(self, features: np.ndarray) -> tuple[np.ndarray, VJP]:
+        shape, c = self.deviation.shape, self.log_var_clamp
+        r = features.reshape(shape)
+        z = clamped_bottleneck(r, self.lam, self.mean, self.deviation, c, self.mask)
+        out = np.maximum(z, 0) if self.relu else z
+
+        def vjp(grad: np.ndarray) -> np.ndarray:
+            grad = grad.reshape(shape)
+            if self.relu:
+                grad = grad * (z > 0)
+            grad = grad * self.mask
+            through_noise = noise_scale_vjp(self.lam, grad * self.deviation, c)
+            self.grad_lam = self.grad_lam + (grad * (r - self.mean) + through_noise).sum(axis=1)
+            return (grad * self.lam).reshape(features.shape)
+
+        return out.reshape(features.shape), vjp
+
+
+def bottleneck_layer(
+    lam: np.ndarray, noise: np.ndarray, stats: Statistics, mask, config: Config
+) -> BottleneckLayer:
+    """The bottleneck of one target for this step's standard-normal ``noise`` ``(N, B, *F)``:
+    clamped (section 6) when ``config.log_var_clamp`` is set, else section 2.3's."""
+    if config.log_var_clamp is None:
+        return BottleneckLayer(lam, noise_like(noise, stats.mean, stats.std), mask, config.relu)
+    deviation = stats.std * noise
+    return ClampedBottleneckLayer(
+        lam, stats.mean, deviation, mask, config.relu, config.log_var_clamp
+    )
 
 
 Model = Callable[[Sequence[BottleneckLayer]], "tuple[np.ndarray, Callable[[], None]]"]
@@ -235,7 +281,7 @@ def objective(
     first = stats[0]
     lam = damping(alpha, layout, config.sigma)
     layers = [
-        BottleneckLayer(lam[:, None], noise_like(n, s.mean, s.std), mask, config.relu)
+        bottleneck_layer(lam[:, None], n, s, mask, config)
         for n, s, mask in zip(noise, stats, masks)
     ]
     model_loss, backward = model(layers)

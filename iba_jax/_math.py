@@ -7,6 +7,7 @@ and the whole optimisation (every step, Adam via optax) runs inside one ``jax.ji
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -66,6 +67,26 @@ def bottleneck(features, lam, eps, active=1.0, relu: bool = False) -> jax.Array:
     return jnp.maximum(z, 0) if relu else z
 
 
+def noise_scale(lam: jax.Array, log_var_clamp: float | None = None) -> jax.Array:
+    """``iba.bottleneck.noise_scale``: ``1 - lam``, clipped to ``[exp(-c/2), exp(c/2)]`` with a
+    clamp ``c`` of the noise's log-variance (docs/mathematics.md section 6)."""
+    scale = 1 - lam
+    if log_var_clamp is None:
+        return scale
+    bound = math.exp(0.5 * log_var_clamp)
+    return jnp.clip(scale, 1 / bound, bound)
+
+
+def clamped_bottleneck(
+    features, lam, mean, deviation, log_var_clamp: float | None, active=1.0, relu: bool = False
+) -> jax.Array:
+    """``iba.bottleneck.clamped_bottleneck``: ``Z = (lam * R + (1 - lam) * mu + s * std' * n) *
+    active`` with ``s = noise_scale(lam, c)`` and ``deviation = std' * n``."""
+    scale = noise_scale(lam, log_var_clamp)
+    z = (lam * features + (1 - lam) * mean + scale * deviation) * active
+    return jnp.maximum(z, 0) if relu else z
+
+
 def adam(lr: float) -> optax.GradientTransformation:
     """optax's Adam with the reference's constants (``iba.adam_update``; equal to 1e-15 in float64)."""
     return optax.adam(lr, b1=BETA1, b2=BETA2, eps=EPS)
@@ -87,7 +108,10 @@ def classification_loss(logits: jax.Array, labels: jax.Array, n_inputs: int) -> 
 
 def user_loss(loss_fn: Callable, outputs: Any, n_inputs: int, batch: int) -> jax.Array:
     """``loss_fn(outputs)``: one loss per row (averaged per input) or, for one input, a scalar."""
-    loss = jnp.asarray(loss_fn(outputs))
+    loss = loss_fn(outputs)
+    if not isinstance(loss, (jax.Array, np.ndarray, float, int)):
+        raise TypeError(f"loss_fn must return a JAX array, got {type(loss).__name__}")
+    loss = jnp.asarray(loss)
     if driver.check_loss_shape(loss.shape, n_inputs, batch):
         return loss.reshape(n_inputs, batch).mean(1)
     return loss[None]
@@ -155,8 +179,13 @@ def optimize(
                 _check_output(out, (n_inputs * batch, *feature_shapes[layer]), layer)
                 r = out.reshape(shape)
             s = stats[layer]
-            eps = s.std * step_noise[layer] + s.mean
-            z = bottleneck(r, lam_b, eps, s.mask, config.relu)
+            if config.log_var_clamp is not None:  # docs/mathematics.md section 6
+                deviation = s.std * step_noise[layer]
+                c = config.log_var_clamp
+                z = clamped_bottleneck(r, lam_b, s.mean, deviation, c, s.mask, config.relu)
+            else:
+                eps = s.std * step_noise[layer] + s.mean
+                z = bottleneck(r, lam_b, eps, s.mask, config.relu)
             return z.reshape(n_inputs * batch, *feature_shapes[layer])
 
         outputs = forward(params, hook)

@@ -227,6 +227,7 @@ def _build_explain(session, static, loss_fn, config, layout, feature_shapes, met
     """The function that ``analyze`` compiles: features once, then every optimisation step."""
     run = session.runner(static)
     batch = config.batch_size
+    alpha_of = session.alpha_of  # not the session: the cache must not keep the model alive
 
     def explain(dynamic, params, x, stats, noise, labels):
         try:
@@ -248,7 +249,7 @@ def _build_explain(session, static, loss_fn, config, layout, feature_shapes, met
 
         return _math.optimize(
             params=params,
-            alpha_of=session.alpha_of,
+            alpha_of=alpha_of,
             forward=forward,
             features=features,
             stats=stats,

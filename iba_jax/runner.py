@@ -7,7 +7,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from iba.demo.runners import Runner, preprocess
+from iba.demo.runners import Runner, not_a_model, preprocess
 from iba_jax import IBA, models
 
 
@@ -20,6 +20,10 @@ class JaxRunner(Runner):
     layout = "channels_last"
 
     def __init__(self, model=None):
+        self.bundled = model is None
+        if model is not None and not (isinstance(model, (tuple, nnx.Module)) or callable(model)):
+            what = "a Flax (module, variables), an nnx.Module or a bound Linen module"
+            raise ValueError(not_a_model(self.name, what, model))
         self.model = models.efficientnet_lite0() if model is None else model
         if isinstance(self.model, tuple):  # Linen: (module, variables[, apply_kwargs])
             module, variables, *kwargs = self.model
@@ -34,6 +38,14 @@ class JaxRunner(Runner):
         if self._paths is None:
             return ["/".join(map(str, path)) for path, _ in nnx.iter_modules(self.model) if path]
         return self._paths
+
+    def top_layers(self) -> list[str]:
+        # one name, or a list's item (an NNX ``blocks/1``)
+        return [
+            path
+            for path in self.layer_names()
+            if path.count("/") == 0 or (path.count("/") == 1 and path.split("/")[1].isdigit())
+        ]
 
     def native_layer(self, name: str) -> str:
         return models.flax_path(name)

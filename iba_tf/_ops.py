@@ -9,6 +9,7 @@ places ``eps`` differently).
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import keras
@@ -56,6 +57,32 @@ def damping(alpha: Any, layout: str, sigma: float | None) -> Any:
 def bottleneck(features: Any, lam: Any, eps: Any, active: Any = 1.0, relu: bool = False) -> Any:
     """``iba.bottleneck``: ``Z = (lam * R + (1 - lam) * eps) * active``, clipped if ``relu``."""
     z = (lam * features + (1 - lam) * eps) * active
+    return ops.relu(z) if relu else z
+
+
+def noise_scale(lam: Any, log_var_clamp: float | None = None) -> Any:
+    """``iba.bottleneck.noise_scale``: ``1 - lam``, clipped to ``[exp(-c/2), exp(c/2)]`` with a
+    clamp ``c`` of the noise's log-variance (docs/mathematics.md section 6)."""
+    scale = 1 - lam
+    if log_var_clamp is None:
+        return scale
+    bound = math.exp(0.5 * log_var_clamp)
+    return ops.clip(scale, 1 / bound, bound)
+
+
+def clamped_bottleneck(
+    features: Any,
+    lam: Any,
+    mean: Any,
+    deviation: Any,
+    log_var_clamp: float | None,
+    active: Any = 1.0,
+    relu: bool = False,
+) -> Any:
+    """``iba.bottleneck.clamped_bottleneck``: ``Z = (lam * R + (1 - lam) * mu + s * std' * n) *
+    active`` with ``s = noise_scale(lam, c)`` and ``deviation = std' * n``."""
+    scale = noise_scale(lam, log_var_clamp)
+    z = (lam * features + (1 - lam) * mean + scale * deviation) * active
     return ops.relu(z) if relu else z
 
 
@@ -112,6 +139,8 @@ def classification_loss(outputs: Any, labels: Any, n_inputs: int, probabilities:
 
 def user_loss(loss: Any, n_inputs: int, batch: int) -> Any:
     """The loss of ``loss_fn`` per row (``N * B``), or a scalar for one input, to ``(N,)``."""
+    if not hasattr(loss, "shape") and not isinstance(loss, (float, int)):
+        raise TypeError(f"loss_fn must return a tensor (keras.ops), got {type(loss).__name__}")
     loss = ops.convert_to_tensor(loss)
     if driver.check_loss_shape(tuple(loss.shape), n_inputs, batch):
         return mean(ops.reshape(loss, (n_inputs, batch)), axis=1)

@@ -26,6 +26,8 @@ from iba.layout import is_spatial
 from iba_tf import _backend, _graph, _ops
 from iba_tf.layer import IBALayer
 
+STEPS_KEPT = 16  # compiled steps an explainer keeps (least recently used dropped)
+
 
 class KerasEngine(driver.EngineBase):
     """The Keras engine of ``iba.driver`` (see ``iba.driver.Engine``): ``IBALayer``s."""
@@ -92,6 +94,7 @@ class KerasEngine(driver.EngineBase):
     @contextlib.contextmanager
     def analysis(self, model: Any, x: Any, config: iba.Config) -> Iterator[_Analysis]:
         plan = self.plan(model)
+        _check_inputs(plan.model, x)
         with self._using(plan):
             yield _Analysis(self, plan, to_tensors(x))
 
@@ -111,7 +114,7 @@ class _Analysis:
 
     def optimize(self, p: driver.Plan) -> driver.Result:
         plan, x, config, n_inputs = self.plan, self.x, p.config, self.n_inputs
-        with _backend.no_grad():
+        with _backend.no_grad(), driver.running_on(x):
             features = plan.features(x, 1)[0]
         layers = plan.layers
         layout = p.layout
@@ -138,11 +141,15 @@ class _Analysis:
             np.zeros(1, np.int32) if labels is None else np.repeat(labels, batch).astype(np.int32)
         )
         steps = self.engine._steps
-        key = (id(plan), p.loss_fn)  # the function itself: an id could be reused after it is freed
+        # the function itself: an id could be reused after it is freed; the config: the step
+        # bakes it in (explainer.config may be replaced between calls)
+        key = (id(plan), p.loss_fn, config)
         if key not in steps:
             objective = _objective(plan, runner, config, p.loss_fn)
             steps[key] = _backend.make_step(objective, config.lr, runner.variables)
-        step = steps[key]
+        step = steps[key] = steps.pop(key)  # the most recently used last
+        while len(steps) > STEPS_KEPT:  # a new loss_fn per call: bounded, not a leak
+            del steps[next(iter(steps))]
 
         if labels is not None:
             targets.check_range(labels, plan.n_classes(x))
@@ -187,7 +194,9 @@ def _noise(p: driver.Plan, n_inputs: int, dtype: str) -> list[Callable[[int], An
             return lambda step: ops.convert_to_tensor(n[step], dtype)
 
         return [fixed(n) for n in p.noise.arrays]
-    gen = keras.random.SeedGenerator(p.noise.seed)
+    # a fixed name: TensorFlow keeps ~35 KB for every new variable name, and an unnamed generator
+    # gets a new one (a leak of one per call)
+    gen = keras.random.SeedGenerator(p.noise.seed, name="iba_noise")
 
     def draw(shape: tuple[int, ...]) -> Callable[[int], Any]:
         full = (n_inputs, p.config.batch_size, *shape)
@@ -268,7 +277,12 @@ def _objective(plan: _Plan, runner: keras.Model, config: iba.Config, loss_fn) ->
             def hook(layer: IBALayer, r: Any) -> Any:
                 r_dtype = r.dtype
                 r = ops.reshape(ops.cast(r, lam.dtype), (n_inputs, batch, *shape))
-                z = _ops.bottleneck(r, lam_rows, eps, s.mask, config.relu)
+                if config.log_var_clamp is not None:  # docs/mathematics.md section 6
+                    z = _ops.clamped_bottleneck(
+                        r, lam_rows, s.mean, s.std * n, config.log_var_clamp, s.mask, config.relu
+                    )
+                else:
+                    z = _ops.bottleneck(r, lam_rows, eps, s.mask, config.relu)
                 return ops.cast(ops.reshape(z, (n_inputs * batch, *shape)), r_dtype)
 
             return hook
@@ -424,6 +438,21 @@ def _pad(batch: Any, rows: int) -> Any:
     return keras.tree.map_structure(
         lambda a: np.concatenate([a, np.repeat(a[-1:], missing, axis=0)]), batch
     )
+
+
+def _check_inputs(model: keras.Model, x: Any) -> None:
+    """Raise unless ``x`` fits a Functional or Sequential model's inputs (rank and fixed sizes):
+    Keras would otherwise add or drop an axis of its own accord, or fail inside the step."""
+    leaves = keras.tree.flatten(x)
+    if not _graph.is_graph(model) or len(leaves) != len(model.inputs):
+        return
+    for spec, a in zip(model.inputs, leaves):
+        want, got = tuple(spec.shape), tuple(getattr(a, "shape", ()))
+        if len(want) != len(got) or any(w not in (None, g) for w, g in zip(want[1:], got[1:])):
+            raise ValueError(
+                f"x has shape {got}; the model takes inputs of shape {want} (None: any size): "
+                "pass a batch of inputs, batch axis first"
+            )
 
 
 def _input_size(x: Any, layout: str) -> tuple[int, int] | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from iba.demo.runners import Runner, preprocess
+from iba.demo.runners import Runner, not_a_model, preprocess
 from iba_tf import IBA, models
 
 
@@ -19,10 +19,17 @@ class KerasRunner(Runner):
     layout = "channels_last"
 
     def __init__(self, model=None):
+        self.bundled = model is None
+        if model is not None and not isinstance(model, keras.Model):
+            raise ValueError(not_a_model(self.name, "a keras.Model", model))
         self.model = models.efficientnet_lite0() if model is None else model
 
     def layer_names(self) -> list[str]:
         return [layer.name for layer in self.model.layers]
+
+    def top_layers(self) -> list[str]:
+        inputs = keras.layers.InputLayer
+        return [layer.name for layer in self.model.layers if not isinstance(layer, inputs)]
 
     def native_layer(self, name: str) -> str:
         return models.torch_name_to_keras(name)

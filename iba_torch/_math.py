@@ -8,6 +8,7 @@ eps) come from the reference.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -98,15 +99,27 @@ def bottleneck(
     return torch.relu(z) if relu else z
 
 
+def noise_scale(lam: torch.Tensor, log_var_clamp: float | None = None) -> torch.Tensor:
+    """``iba.bottleneck.noise_scale``: ``1 - lam``, clipped to ``[exp(-c/2), exp(c/2)]`` with a
+    clamp ``c`` of the noise's log-variance (docs/mathematics.md section 6)."""
+    scale = 1 - lam
+    if log_var_clamp is None:
+        return scale
+    bound = math.exp(0.5 * log_var_clamp)
+    return torch.clamp(scale, 1 / bound, bound)
+
+
 def noised(
     features: torch.Tensor,
     lam: torch.Tensor,
     stats: LayerStats,
     noise: torch.Tensor,
     relu: bool = False,
+    log_var_clamp: float | None = None,
 ) -> torch.Tensor:
-    """``bottleneck(features, lam, std' * noise + mu, active, relu)`` for ``(N, B, *F)`` noise."""
-    return Noiser(features, stats)(lam, noise, relu)
+    """``bottleneck(features, lam, std' * noise + mu, active, relu)`` for ``(N, B, *F)`` noise;
+    with ``log_var_clamp``, ``iba.bottleneck.clamped_bottleneck``."""
+    return Noiser(features, stats, log_var_clamp)(lam, noise, relu)
 
 
 class Noiser:
@@ -114,19 +127,26 @@ class Noiser:
 
     The same formula grouped as ``active * (mu + lam * (R - mu)) + (1 - lam) * active * std' *
     n``, with the parts that do not depend on ``lam`` computed once: per step, two fused
-    multiply-adds per input and one on all ``N * B`` noise samples.
+    multiply-adds per input and one on all ``N * B`` noise samples. With ``log_var_clamp``
+    (docs/mathematics.md section 6), ``1 - lam`` in the noise's factor is :func:`noise_scale`.
     """
 
-    def __init__(self, features: torch.Tensor, stats: LayerStats):
+    def __init__(
+        self, features: torch.Tensor, stats: LayerStats, log_var_clamp: float | None = None
+    ):
         mask = stats.mask
         self.mean = mask * stats.mean + torch.zeros_like(features)
         self.diff = mask * (features - stats.mean)
         self.std = mask * stats.std + torch.zeros_like(features)
         self.neg_std = -self.std
+        self.log_var_clamp = log_var_clamp
 
     def __call__(self, lam: torch.Tensor, noise: torch.Tensor, relu: bool = False) -> torch.Tensor:
         base = torch.addcmul(self.mean, lam, self.diff)
-        scale = torch.addcmul(self.std, lam, self.neg_std)
+        if self.log_var_clamp is None:
+            scale = torch.addcmul(self.std, lam, self.neg_std)
+        else:
+            scale = self.std * noise_scale(lam, self.log_var_clamp)
         z = torch.addcmul(base, scale, noise)
         return torch.relu(z) if relu else z
 

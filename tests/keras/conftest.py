@@ -22,7 +22,7 @@ BACKEND = keras.backend.backend()
 @contextlib.contextmanager
 def float64():
     """Keras in float64 (JAX: with x64 enabled), restored afterwards."""
-    old_floatx = keras.config.floatx()
+    old_floatx, old_policy = keras.config.floatx(), keras.config.dtype_policy().name
     jax_x64 = None
     if BACKEND == "jax":
         import jax
@@ -30,10 +30,12 @@ def float64():
         jax_x64 = jax.config.jax_enable_x64
         jax.config.update("jax_enable_x64", True)
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")  # else the first layer built caches it as global
     try:
         yield
     finally:
         keras.config.set_floatx(old_floatx)
+        keras.config.set_dtype_policy(old_policy)
         if jax_x64 is not None:
             import jax
 

@@ -1,0 +1,20 @@
+"""The README's Flax examples run as written (``tests/readme_blocks.py``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import readme_blocks
+
+CHAINS = readme_blocks.chains("flax")
+
+
+@pytest.mark.parametrize("chain", sorted(CHAINS))
+def test_readme_example_runs(chain, tmp_path, monkeypatch):
+    namespace = readme_blocks.run(CHAINS[chain], tmp_path, monkeypatch)
+    if chain == "flax-efficientnet":
+        assert namespace["heatmap"].shape == (224, 224) and namespace["heatmap"].max() > 0
+        assert 281 <= int(namespace["target"][0]) <= 285  # chelsea: a cat class
+        assert namespace["maps"].shape == (1, 224, 224)
+    else:
+        assert namespace["explanation"].heatmap.shape == (1, 28, 28)

@@ -1,0 +1,21 @@
+"""The README's Keras examples run as written on this session's Keras backend
+(``tests/readme_blocks.py``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import readme_blocks
+
+CHAINS = readme_blocks.chains("keras")
+
+
+@pytest.mark.parametrize("chain", sorted(CHAINS))
+def test_readme_example_runs(chain, tmp_path, monkeypatch):
+    namespace = readme_blocks.run(CHAINS[chain], tmp_path, monkeypatch)
+    if chain == "keras-efficientnet":
+        assert namespace["heatmap"].shape == (224, 224) and namespace["heatmap"].max() > 0
+        assert 281 <= int(namespace["target"][0]) <= 285  # chelsea: a cat class
+        assert namespace["maps"].shape == (1, 224, 224)
+    else:
+        assert namespace["heatmaps"].shape == (4, 28, 28)
