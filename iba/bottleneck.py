@@ -7,6 +7,8 @@ vector-Jacobian product so that the reference can run an optimisation without au
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from iba.layout import is_spatial
@@ -57,6 +59,15 @@ def bottleneck(
     return np.maximum(z, 0) if relu else z
 
 
+def noise_scale_bounds(log_var_clamp: float | None) -> tuple[float, float] | None:
+    """``(exp(-c / 2), exp(c / 2))``: the range of the noise scale ``1 - lam`` when the noise's
+    log-variance is clamped to ``[-c, c]`` (``None``: no clamp; docs/mathematics.md section 6)."""
+    if log_var_clamp is None:
+        return None
+    bound = math.exp(0.5 * log_var_clamp)
+    return 1 / bound, bound
+
+
 def noise_scale(lam: np.ndarray, log_var_clamp: float | None = None) -> np.ndarray:
     """The noise's standard deviation in standardised units, ``1 - lam``.
 
@@ -65,19 +76,17 @@ def noise_scale(lam: np.ndarray, log_var_clamp: float | None = None) -> np.ndarr
     (docs/mathematics.md section 6); the capacity keeps the unclamped variance.
     """
     scale = 1 - lam
-    if log_var_clamp is None:
-        return scale
-    bound = np.exp(0.5 * log_var_clamp)
-    return np.clip(scale, 1 / bound, bound)
+    bounds = noise_scale_bounds(log_var_clamp)
+    return scale if bounds is None else np.clip(scale, *bounds)
 
 
 def noise_scale_vjp(lam: np.ndarray, grad: np.ndarray, log_var_clamp: float | None) -> np.ndarray:
     """``grad * d noise_scale / d lam``: ``-grad`` where the clamp is not active, 0 where it is."""
-    if log_var_clamp is None:
+    bounds = noise_scale_bounds(log_var_clamp)
+    if bounds is None:
         return -grad
-    bound = np.exp(0.5 * log_var_clamp)
     scale = 1 - lam
-    return np.where((scale >= 1 / bound) & (scale <= bound), -grad, 0.0)
+    return np.where((scale >= bounds[0]) & (scale <= bounds[1]), -grad, 0.0)
 
 
 def clamped_bottleneck(

@@ -72,7 +72,7 @@ class Plan(NamedTuple):
     """Everything an engine's ``optimize`` needs, validated by the driver.
 
     ``token_mask``: for ``tokens`` features, ``(N, T)`` float64, 1 at real tokens and 0 at padding
-    (set by the text explainers, e.g. ``iba_torch.text.TextIBA``): the capacity is zero at
+    (set by the text explainers, e.g. PyTorch's ``TextIBA``): the capacity is zero at
     padding and the information term is the mean over the real tokens' elements
     (``iba.text.information_term``, docs/mathematics.md section 6.3). ``None``: every element
     counts.
@@ -240,10 +240,17 @@ def check_finite(x: Any, name: str = "x") -> None:
             raise ValueError(f"{name} holds {bad} NaN or infinite value(s); check the input data")
 
 
-_OURS = tuple(  # the library's packages: errors raised there already say what to do
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), package, "")
-    for package in ("iba", "iba_torch", "iba_tf", "iba_jax")
-)
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where ``iba`` is installed
+
+
+def _ours(filename: str) -> bool:
+    """Whether ``filename`` is in this library (``iba`` or an engine package ``iba_*`` beside
+    it): errors raised there already say what to do."""
+    path = os.path.abspath(filename)
+    if not path.startswith(os.path.join(_ROOT, "")):
+        return False
+    package = os.path.relpath(path, _ROOT).split(os.sep)[0]
+    return package == "iba" or package.startswith("iba_")
 
 
 @contextlib.contextmanager
@@ -255,7 +262,7 @@ def running_on(x: Any, name: str = "x") -> Iterator[None]:
         yield
     except Exception as err:
         frames = traceback.extract_tb(err.__traceback__)
-        if frames and os.path.abspath(frames[-1].filename).startswith(_OURS):
+        if frames and _ours(frames[-1].filename):
             raise
         kind = TypeError if isinstance(err, TypeError) else ValueError
         detail = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(err)).split())[:400]

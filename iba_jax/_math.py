@@ -7,7 +7,6 @@ and the whole optimisation (every step, Adam via optax) runs inside one ``jax.ji
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -19,6 +18,7 @@ import optax
 import iba
 from iba import driver
 from iba.adam import BETA1, BETA2, EPS
+from iba.bottleneck import noise_scale_bounds
 from iba.layout import is_spatial
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -70,11 +70,8 @@ def bottleneck(features, lam, eps, active=1.0, relu: bool = False) -> jax.Array:
 def noise_scale(lam: jax.Array, log_var_clamp: float | None = None) -> jax.Array:
     """``iba.bottleneck.noise_scale``: ``1 - lam``, clipped to ``[exp(-c/2), exp(c/2)]`` with a
     clamp ``c`` of the noise's log-variance (docs/mathematics.md section 6)."""
-    scale = 1 - lam
-    if log_var_clamp is None:
-        return scale
-    bound = math.exp(0.5 * log_var_clamp)
-    return jnp.clip(scale, 1 / bound, bound)
+    bounds = noise_scale_bounds(log_var_clamp)
+    return 1 - lam if bounds is None else jnp.clip(1 - lam, *bounds)
 
 
 def clamped_bottleneck(

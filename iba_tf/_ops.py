@@ -9,7 +9,6 @@ places ``eps`` differently).
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import keras
@@ -18,6 +17,7 @@ from keras import ops
 import iba
 from iba import driver
 from iba.adam import BETA1, BETA2, EPS
+from iba.bottleneck import noise_scale_bounds
 from iba.layout import is_spatial
 
 
@@ -63,11 +63,8 @@ def bottleneck(features: Any, lam: Any, eps: Any, active: Any = 1.0, relu: bool 
 def noise_scale(lam: Any, log_var_clamp: float | None = None) -> Any:
     """``iba.bottleneck.noise_scale``: ``1 - lam``, clipped to ``[exp(-c/2), exp(c/2)]`` with a
     clamp ``c`` of the noise's log-variance (docs/mathematics.md section 6)."""
-    scale = 1 - lam
-    if log_var_clamp is None:
-        return scale
-    bound = math.exp(0.5 * log_var_clamp)
-    return ops.clip(scale, 1 / bound, bound)
+    bounds = noise_scale_bounds(log_var_clamp)
+    return 1 - lam if bounds is None else ops.clip(1 - lam, *bounds)
 
 
 def clamped_bottleneck(

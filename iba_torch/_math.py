@@ -8,7 +8,6 @@ eps) come from the reference.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -18,6 +17,7 @@ import torch
 import iba
 from iba import driver, targets
 from iba.adam import BETA1, BETA2, EPS
+from iba.bottleneck import noise_scale_bounds
 from iba.layout import is_spatial
 
 
@@ -102,11 +102,8 @@ def bottleneck(
 def noise_scale(lam: torch.Tensor, log_var_clamp: float | None = None) -> torch.Tensor:
     """``iba.bottleneck.noise_scale``: ``1 - lam``, clipped to ``[exp(-c/2), exp(c/2)]`` with a
     clamp ``c`` of the noise's log-variance (docs/mathematics.md section 6)."""
-    scale = 1 - lam
-    if log_var_clamp is None:
-        return scale
-    bound = math.exp(0.5 * log_var_clamp)
-    return torch.clamp(scale, 1 / bound, bound)
+    bounds = noise_scale_bounds(log_var_clamp)
+    return 1 - lam if bounds is None else torch.clamp(1 - lam, *bounds)
 
 
 def noised(

