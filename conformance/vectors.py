@@ -37,6 +37,7 @@ class Case:
     estimators: tuple  # one iba.Estimator per target
     noise: tuple  # one (steps, N, B, *F) array per target
     expected: dict  # stage -> reference array
+    token_mask: np.ndarray | None = None  # (N, T) for token features: 0 at "padding"
 
 
 def cnn_weights(model: nn.Sequential) -> dict:
@@ -74,7 +75,10 @@ SPECS = {
     "cnn-coiba": ("cnn", ("relu1", "relu2"), "channels_first", iba.coiba_config(sigma=1.0)),
     "vit-coiba": ("vit", ("blocks.0.norm1", "blocks.1.norm1"), "tokens", iba.coiba_config()),
     "vit-text": ("vit", ("blocks.1.norm1",), "tokens", iba.text_config()),  # clamp, ddof 0
+    "vit-mask": ("vit", ("blocks.1.norm1",), "tokens", iba.Config()),  # analyze(token_mask=)
 }
+# The cases whose inputs have "padding": analyze's token_mask zeroes the last tokens of each.
+PADDING = {"vit-mask": (2, 6)}  # tokens masked at the end, per input
 CASES = tuple(SPECS)
 
 
@@ -91,6 +95,7 @@ def reference_stages(model, case_like, inputs=None) -> dict:
         case_like.config,
         layout=case_like.layout,
         model=nn.classifier(model, x, target, list(case_like.targets)),
+        token_mask=None if case_like.token_mask is None else case_like.token_mask[inputs],
     )
     if case_like.architecture == "vit":
         heatmap = iba.vit_heatmap(ex.capacity, grid=(4, 4), input_size=IMAGE[1:])
@@ -121,9 +126,15 @@ def case(name: str) -> Case:
         iba.draw_noise(7 + i, config.steps, config.batch_size, e.feature_shape, n_inputs=N_INPUTS)
         for i, e in enumerate(estimators)
     )
+    token_mask = None
+    if name in PADDING:
+        token_mask = np.ones((N_INPUTS, estimators[0].feature_shape[0]))
+        for i, k in enumerate(PADDING[name]):
+            token_mask[i, -k:] = 0.0
     draft = Case(
-        name, architecture, weights, targets, layout, config, x, target, estimators, noise, {}
-    )
+        name, architecture, weights, targets, layout, config, x, target, estimators, noise, {},
+        token_mask,
+    )  # fmt: skip
     return dataclasses.replace(draft, expected=reference_stages(model, draft))
 
 

@@ -15,7 +15,7 @@ from iba.bottleneck import (
     noise_like,
     sigmoid,
 )
-from iba.config import Config, coiba_config, text_config
+from iba.config import Config, coiba_config, m2ib_config, text_config
 from iba.estimator import Estimator, Statistics, load_estimators, save_estimators
 from iba.heatmap import (
     heatmap,
@@ -54,6 +54,7 @@ __all__ = [
     "heatmap",
     "load_estimators",
     "kernel_size",
+    "m2ib_config",
     "noise_like",
     "normalize",
     "per_sample_bottleneck",

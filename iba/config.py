@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 CAPACITY_AT = ("last_forward", "final")
-ESTIMATORS = ("corpus", "sentence")
+ESTIMATORS = ("corpus", "sentence", "prior")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,10 +38,13 @@ class Config:
             (default): no clamp.
         estimator: ``"corpus"`` (default): the explainer's estimators (``estimate()``,
             ``estimators=``); ``"sentence"``: ``analyze`` fits them on each explained input
-            alone, at the target layers (the text-IBA authors' pipeline; needs ``ddof=0``).
+            alone, at the target layers (the text-IBA authors' pipeline; needs ``ddof=0``);
+            ``"prior"``: no estimator, the standard-normal prior ``mu = 0``, ``sigma' = 1`` and
+            no active-feature mask, for features of any shape (M2IB, section 5; ``min_std``,
+            ``active_threshold``, ``ddof`` and ``min_m2`` are then unused).
 
-    docs/mathematics.md sections 1.2, 2 and 6; :func:`text_config` sets the text-IBA authors'
-    arithmetic.
+    docs/mathematics.md sections 1.2, 2, 5 and 6; :func:`text_config` sets the text-IBA authors'
+    arithmetic, :func:`m2ib_config` M2IB's.
     """
 
     beta: float = 10.0
@@ -161,6 +164,15 @@ def text_config(**changes: Any) -> Config:
         "active_threshold": None,
         "log_var_clamp": 10.0,
     }
+    return Config(**{**preset, **changes})
+
+
+def m2ib_config(**changes: Any) -> Config:
+    """M2IB's settings (Wang et al., NeurIPS 2023; docs/mathematics.md section 5): the
+    standard-normal prior instead of an estimator (``estimator="prior"``), ``beta = 0.1``, no
+    smoothing; Adam ``lr = 1``, 10 steps, 10 noise samples and ``alpha`` starting at 5 as the
+    defaults. ``m2ib_config(estimator="corpus")`` is the dataset-estimated variant."""
+    preset = {"beta": 0.1, "sigma": None, "estimator": "prior", "active_threshold": None}
     return Config(**{**preset, **changes})
 
 

@@ -32,7 +32,13 @@ from iba import targets as _targets
 from iba.config import Config, for_targets
 from iba.estimator import Estimator, Statistics, load_estimators, save_estimators
 from iba.heatmap import heatmap
-from iba.layout import alpha_shape, check_alpha_shape, check_layout, is_spatial
+from iba.layout import (
+    alpha_shape,
+    check_alpha_shape,
+    check_feature_shape,
+    check_layout,
+    is_spatial,
+)
 from iba.noise import check_noise
 from iba.optimize import Explanation
 
@@ -72,7 +78,7 @@ class Plan(NamedTuple):
     """Everything an engine's ``optimize`` needs, validated by the driver.
 
     ``token_mask``: for ``tokens`` features, ``(N, T)`` float64, 1 at real tokens and 0 at padding
-    (set by the text explainers, e.g. PyTorch's ``TextIBA``): the capacity is zero at
+    (``analyze``'s ``token_mask``, set by the text explainers): the capacity is zero at
     padding and the information term is the mean over the real tokens' elements
     (``iba.text.information_term``, docs/mathematics.md section 6.3). ``None``: every element
     counts.
@@ -379,6 +385,12 @@ class Explainer:
             if stored:  # statistics the model carries (saved with a Keras model)
                 self._estimators = list(stored)
         if not self._estimators:
+            if self.config.estimator == "prior":
+                raise RuntimeError(
+                    "this explainer uses the standard-normal prior (Config.estimator='prior'): "
+                    "it has no estimators; analyze() makes its statistics from the features' "
+                    "shapes (iba.driver.prior_statistics)"
+                )
             raise RuntimeError(
                 "no feature statistics yet: call estimate(model, data) or load_estimators(path) "
                 "before analyze()"
@@ -428,6 +440,7 @@ class Explainer:
         seed: int | None = None,
         details: bool = False,
         progress: bool = False,
+        token_mask: Any = None,
     ) -> np.ndarray | Explanation:
         """Heatmaps of the ``N`` inputs ``x``, in bits (docs/mathematics.md section 2; CoIBA: section 4).
 
@@ -448,6 +461,10 @@ class Explainer:
             details: return an ``iba.Explanation`` (capacity, alpha, lam, alphas, losses, heatmap).
             progress: show a progress bar over the optimisation steps (where the engine runs them
                 one by one).
+            token_mask: for token features ``(N, T, D)``, ``(N, T)`` with 1 at the real tokens
+                and 0 at padding (e.g. the tokenizer's ``attention_mask``): padding gets no
+                capacity and the information term is the mean over the real tokens' elements
+                (docs/mathematics.md section 6.3).
 
         Returns:
             ``(N, H, W)`` at the input's size for images, ``(N, T)`` per token for token features.
@@ -458,8 +475,13 @@ class Explainer:
         their input axis, and ``seed`` (or a JAX key) seeds every input's run alike.
         """
         if self.config.estimator == "sentence" and n_rows(x) > 1:
-            return self._analyze_each(model, x, target, loss_fn, noise, seed, details, progress)
-        with self.planned(model, x, target, loss_fn, noise, seed, progress) as (run, plan):
+            return self._analyze_each(
+                model, x, target, loss_fn, noise, seed, details, progress, token_mask
+            )
+        with self.planned(model, x, target, loss_fn, noise, seed, progress, token_mask) as (
+            run,
+            plan,
+        ):
             result = run.optimize(plan)
             input_size = run.input_size(plan.layout)
         return explanation(result, plan.layout, input_size, details)
@@ -474,6 +496,7 @@ class Explainer:
         noise: Any = None,
         seed: int | None = None,
         progress: bool = False,
+        token_mask: Any = None,
     ) -> Iterator[tuple[Analysis, Plan]]:
         """The engine's :class:`Analysis` of ``x`` and the validated :class:`Plan` that
         ``analyze`` runs, with the model prepared (and restored when the block ends)."""
@@ -485,9 +508,12 @@ class Explainer:
             raise ValueError("pass noise= or seed=, not both")
         seed = _count("seed", seed, minimum=0)
         config = self.config
+        estimators: list[Estimator] | None = None  # None: the prior (docs/mathematics.md section 5)
         if config.estimator == "sentence":  # fitted on x itself (docs/mathematics.md section 6)
             check_finite(x)
             estimators = self._sentence_estimators(model, x)
+        elif config.estimator == "prior":
+            check_finite(x)
         else:
             self._require_estimators(model)
             check_finite(x)
@@ -499,23 +525,51 @@ class Explainer:
             labels = None if target is None else _targets.labels(target, n)
             with running_on(x):  # torch and JAX run the model up to the first target here
                 given = run.feature_shapes()
-            shapes = self._feature_shapes(given, estimators)
-            layout = estimators[0].layout
+            if estimators is None:
+                shapes = self._prior_shapes(given)
+                layouts = [self._layout(shape, i) for i, shape in enumerate(shapes)]
+                stats = prior_statistics(shapes)
+            else:
+                shapes = self._feature_shapes(given, estimators)
+                layouts = [est.layout for est in estimators]
+                stats = self.statistics(estimators)
+            layout = layouts[0]
             a_shape = alpha_shape(shapes[0], layout, len(shapes) > 1)
-            for shape, est in zip(shapes[1:], estimators[1:]):
-                check_alpha_shape(a_shape, shape, est.layout)
+            for shape, other in zip(shapes[1:], layouts[1:]):
+                check_alpha_shape(a_shape, shape, other)
             plan = Plan(
                 config=config,
                 layout=layout,
-                stats=self.statistics(estimators),
+                stats=stats,
                 feature_shapes=shapes,
                 alpha_shape=a_shape,
                 noise=self._noise(noise, seed, n, shapes),
                 labels=labels,
                 loss_fn=loss_fn,
                 progress=bool(progress),
+                token_mask=_token_mask(token_mask, layout, n, shapes[0]),
             )
             yield run, plan
+
+    def _prior_shapes(self, shapes: list[tuple[int, ...] | None]) -> list[tuple[int, ...]]:
+        """The targets' feature shapes as the engine reports them, for the prior (no estimator
+        to take a shape from), each checked against its layout."""
+        checked = []
+        for i, (name, given) in enumerate(zip(self.engine.names, shapes)):
+            if given is None:
+                raise ValueError(
+                    f"target {name!r}: this engine cannot report the shape of its features "
+                    "before the optimisation, which the standard-normal prior "
+                    "(Config.estimator='prior') needs; with several targets on PyTorch, use "
+                    "estimated statistics (estimate() and estimator='corpus') instead"
+                )
+            shape = tuple(int(s) for s in given)
+            try:
+                check_feature_shape(shape, self._layout(shape, i))
+            except ValueError as err:
+                raise ValueError(f"target {name!r}: {err}") from None
+            checked.append(shape)
+        return checked
 
     def _feature_shapes(
         self, shapes: list[tuple[int, ...] | None], estimators: list[Estimator]
@@ -589,6 +643,7 @@ class Explainer:
         seed: int | None,
         details: bool,
         progress: bool,
+        token_mask: Any = None,
     ) -> np.ndarray | Explanation:
         """``analyze`` input by input (``Config.estimator == "sentence"``), the results joined."""
         if (target is None) == (loss_fn is None):
@@ -622,6 +677,7 @@ class Explainer:
                 seed=seed,
                 details=True,
                 progress=progress,
+                token_mask=None if token_mask is None else np.asarray(token_mask)[i : i + 1],
             )
             assert isinstance(part, Explanation)  # details=True
             parts.append(part)
@@ -653,6 +709,35 @@ class Explainer:
             for a, shape in zip(arrays, shapes)
         ]
         return Noise(arrays=checked)
+
+
+def prior_statistics(shapes: list[tuple[int, ...]]) -> list[LayerStatistics]:
+    """The statistics of the standard-normal prior for targets with these feature shapes:
+    ``mu = 0``, ``sigma' = 1`` and no active-feature mask (M2IB, docs/mathematics.md section 5;
+    ``Config.estimator == "prior"``)."""
+    return [
+        LayerStatistics(np.zeros(shape, np.float64), np.ones(shape, np.float64), None)
+        for shape in shapes
+    ]
+
+
+def _token_mask(mask: Any, layout: str, n: int, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``analyze``'s ``token_mask``, checked: ``(N, T)`` float64 of zeros and ones."""
+    if mask is None:
+        return None
+    if layout != "tokens":
+        raise ValueError(
+            f"token_mask is for token features (layout 'tokens'); the target's layout is {layout!r}"
+        )
+    array = to_numpy(mask)
+    if array.shape != (n, shape[0]):
+        raise ValueError(
+            f"token_mask of shape {array.shape} does not fit {n} input(s) of {shape[0]} tokens: "
+            f"expected ({n}, {shape[0]}), e.g. the tokenizer's attention_mask"
+        )
+    if not np.isin(array, (0, 1)).all():
+        raise ValueError("token_mask must hold 0 (padding) and 1 (a token) only")
+    return array.astype(np.float64)
 
 
 def explanation(

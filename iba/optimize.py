@@ -35,6 +35,7 @@ from iba.estimator import Statistics
 from iba.layout import alpha_shape as layout_alpha_shape
 from iba.layout import check_alpha_shape, check_feature_shape
 from iba.noise import check_noise
+from iba.text import information_term, information_weights, masked_capacity
 
 Head = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray]"]
 VJP = Callable[[np.ndarray], np.ndarray]
@@ -149,6 +150,7 @@ def per_sample_bottleneck(
     segments: Sequence[Segment] = (),
     shared_alpha: bool | None = None,
     model: Model | None = None,
+    token_mask: np.ndarray | None = None,
 ) -> Explanation:
     """Optimise ``alpha`` for ``N`` inputs at once and return their capacity.
 
@@ -168,6 +170,9 @@ def per_sample_bottleneck(
         shared_alpha: ``alpha`` shared over channels; default: only with several layers.
         model: instead of ``head`` and ``segments``, ``model(layers) -> (loss, backward)`` (see
             the module docstring); ``features`` must equal what it feeds to ``layers[0]``.
+        token_mask: for ``tokens`` features ``(N, T, D)``, ``(N, T)``: 1 at real tokens, 0 at
+            padding; the information term is the mean over the real tokens' elements and the
+            returned capacity is zero at padding (docs/mathematics.md section 6.3).
     """
     config = config or Config()
     stats = [statistics] if isinstance(statistics, Statistics) else list(statistics)
@@ -207,10 +212,12 @@ def per_sample_bottleneck(
 
     alpha = np.full((n_inputs, *a_shape), float(config.initial_alpha))
     state = adam_init(alpha)
+    if token_mask is not None:
+        information_weights(features, token_mask)  # checks its shape: (N, T)
     alphas, losses = [alpha], []
     for step in range(config.updates):
         loss, grad = objective(
-            alpha, features, stats, model, [n[step] for n in noise], config, layout
+            alpha, features, stats, model, [n[step] for n in noise], config, layout, token_mask
         )
         losses.append(loss)
         alpha, state = adam_update(grad, state, alpha, config.lr)
@@ -218,8 +225,9 @@ def per_sample_bottleneck(
 
     lam = damping(alpha, layout, config.sigma)
     first = stats[0]
+    cap = capacity(features, lam, first.mean, first.std, _masks(stats)[0])
     return Explanation(
-        capacity=capacity(features, lam, first.mean, first.std, _masks(stats)[0]),
+        capacity=cap if token_mask is None else masked_capacity(cap, token_mask),
         alpha=alpha,
         lam=lam,
         alphas=np.stack(alphas),
@@ -271,10 +279,13 @@ def objective(
     noise: Sequence[np.ndarray],
     config: Config,
     layout: str,
+    token_mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Loss per input ``model_loss(Z) + beta * mean(capacity)`` of one step, and ``dL/dalpha``.
 
-    ``noise`` holds this step's standard-normal draws per layer, ``(N, B, *F_l)``.
+    ``noise`` holds this step's standard-normal draws per layer, ``(N, B, *F_l)``. With a
+    ``token_mask`` ``(N, T)`` the mean runs over the real tokens' elements only
+    (``iba.text.information_term``, docs/mathematics.md section 6.3).
     """
     n_inputs = features.shape[0]
     masks = _masks(stats)
@@ -287,14 +298,20 @@ def objective(
     model_loss, backward = model(layers)
     backward()
     cap = capacity(features, lam, first.mean, first.std, masks[0])
-    loss = np.asarray(model_loss) + config.beta * cap.reshape(n_inputs, -1).mean(1)
     grad_cap = capacity_vjp(features, lam, first.mean, first.std, masks[0])
+    if token_mask is None:
+        weights: np.ndarray | float = 1.0 / cap[0].size
+        information = cap.reshape(n_inputs, -1).mean(1)
+    else:
+        weights = information_weights(cap, token_mask)
+        information = information_term(cap, token_mask)
+    loss = np.asarray(model_loss) + config.beta * information
     grad_lam = sum(
         # backward() has run every layer's vjp: each grad_lam is an array
         (
             sum_to_shape(cast(np.ndarray, g), lam.shape)
             for g in [layer.grad_lam for layer in layers]
         ),
-        (config.beta / cap[0].size) * sum_to_shape(grad_cap, lam.shape),
+        config.beta * sum_to_shape(weights * grad_cap, lam.shape),
     )
     return loss, damping_vjp(alpha, grad_lam, layout, config.sigma)

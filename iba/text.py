@@ -65,6 +65,17 @@ def masked_capacity(capacity: Any, mask: Any) -> np.ndarray:
     return capacity * _mask_for(capacity, mask)
 
 
+def information_weights(capacity: Any, mask: Any) -> np.ndarray:
+    """Per element, the weight of the capacity in the information term, ``m / (D * sum(m))``:
+    ``capacity``'s shape ``(N, T, D)`` from the token mask ``(N, T)`` (docs/mathematics.md
+    section 6.3). An input without any real token gets weights 0."""
+    capacity = np.asarray(capacity, np.float64)
+    weights = np.broadcast_to(_mask_for(capacity, mask), capacity.shape)
+    n = capacity.shape[0]
+    count = weights.reshape(n, -1).sum(1)
+    return weights / np.maximum(count, 1.0).reshape(n, *[1] * (capacity.ndim - 1))
+
+
 def information_term(capacity: Any, mask: Any) -> np.ndarray:
     """Per input ``(N,)``: the mean capacity over the elements of the real tokens,
     ``sum(cap * m) / (D * sum(m))`` (docs/mathematics.md section 6.3).
@@ -73,11 +84,8 @@ def information_term(capacity: Any, mask: Any) -> np.ndarray:
     without any real token gets 0.
     """
     capacity = np.asarray(capacity, np.float64)
-    weights = np.broadcast_to(_mask_for(capacity, mask), capacity.shape)
-    n = capacity.shape[0]
-    total = (capacity * weights).reshape(n, -1).sum(1)
-    count = weights.reshape(n, -1).sum(1)
-    return total / np.maximum(count, 1.0)
+    weights = information_weights(capacity, mask)
+    return (capacity * weights).reshape(capacity.shape[0], -1).sum(1)
 
 
 def tile_positions(estimator: Estimator, n_tokens: int) -> Estimator:

@@ -1,7 +1,7 @@
 """The Per-Sample Bottleneck in ``jax.numpy``: a line-by-line translation of the reference.
 
-``iba.bottleneck``, ``iba.smoothing`` and ``iba.optimize.objective`` define the formulas (docs/mathematics.md
-sections 2 and 4); this module writes them with ``jnp`` so that ``jax.grad`` differentiates them
+``iba.bottleneck``, ``iba.smoothing``, ``iba.text`` and ``iba.optimize.objective`` define the
+formulas (docs/mathematics.md sections 2, 4 and 6.3); this module writes them with ``jnp`` so that ``jax.grad`` differentiates them
 and the whole optimisation (every step, Adam via optax) runs inside one ``jax.jit``.
 """
 
@@ -114,6 +114,26 @@ def user_loss(loss_fn: Callable, outputs: Any, n_inputs: int, batch: int) -> jax
     return loss[None]
 
 
+def token_weights(mask: jax.Array | None, like: jax.Array) -> jax.Array | None:
+    """A token mask ``(N, T)`` shaped to broadcast over features ``like`` ``(N, T, D)``, or
+    ``None`` (docs/mathematics.md section 6.3)."""
+    if mask is None:
+        return None
+    return mask.astype(like.dtype).reshape(*mask.shape, *[1] * (like.ndim - 2))
+
+
+def information(cap: jax.Array, tokens: jax.Array | None) -> jax.Array:
+    """The information term per input ``(N,)``: the mean capacity over every element, or with
+    ``tokens`` (``token_weights``) over the real tokens' elements, ``sum(cap * m) / max(D *
+    sum(m), 1)`` (``iba.text.information_term``, docs/mathematics.md sections 2 and 6.3)."""
+    n = cap.shape[0]
+    if tokens is None:
+        return cap.reshape(n, -1).mean(1)
+    weights = jnp.broadcast_to(tokens, cap.shape).reshape(n, -1)
+    count = jnp.maximum(weights.sum(1), 1.0)
+    return (cap.reshape(n, -1) * weights).sum(1) / count
+
+
 class Result(NamedTuple):
     """What the compiled optimisation returns (see ``iba.Explanation``)."""
 
@@ -136,6 +156,7 @@ def optimize(
     model_loss: Callable[[Any], jax.Array],
     config: iba.Config,
     layout: str,
+    token_mask: jax.Array | None = None,
 ) -> Result:
     """The whole per-sample optimisation of ``iba.per_sample_bottleneck``, traceable by ``jax.jit``.
 
@@ -149,12 +170,16 @@ def optimize(
         stats: ``mu``, ``std'`` and mask per target layer.
         noise: per layer, standard-normal draws ``(updates, N, B, *F_l)``, or a ``jax.random`` key.
         model_loss: outputs on the ``N * B`` rows to the model loss per input ``(N,)``.
+        token_mask: for token features ``(N, T, D)``, ``(N, T)``: 1 at real tokens, 0 at padding.
+            The information term is the mean over the real tokens' elements, and the returned
+            capacity is zero at padding (docs/mathematics.md section 6.3).
     """
     n_inputs = features.shape[0]
     batch = config.batch_size
     dtype = features.dtype
     first = stats[0]
     keyed = not isinstance(noise, (list, tuple))
+    tokens = token_weights(token_mask, features)
 
     def objective(params, step_noise):
         lam = damping(alpha_of(params), layout, config.sigma)
@@ -191,7 +216,7 @@ def optimize(
                 f"the forward pass reached target layers {sorted(calls)} of {len(stats)}"
             )
         cap = capacity(features, lam, first.mean, first.std, first.mask)
-        losses = model_loss(outputs) + config.beta * cap.reshape(n_inputs, -1).mean(1)
+        losses = model_loss(outputs) + config.beta * information(cap, tokens)
         return losses.sum(), losses
 
     def step_noise_at(xs):
@@ -222,8 +247,9 @@ def optimize(
     )
     alpha = alpha_of(params)
     lam = damping(alpha, layout, config.sigma)
+    cap = capacity(features, lam, first.mean, first.std, first.mask)
     return Result(
-        capacity=capacity(features, lam, first.mean, first.std, first.mask),
+        capacity=cap if tokens is None else cap * tokens,  # none at padding
         alpha=alpha,
         lam=lam,
         alphas=jnp.concatenate([alpha0[None], alphas]),

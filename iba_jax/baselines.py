@@ -47,8 +47,7 @@ import numpy as np
 
 from iba import baselines as reference
 from iba.baselines import INTEGRATION_METHODS, REDUCTIONS, integration_points  # noqa: F401
-from iba_jax import _hooks
-from iba_jax.explainer import _cached
+from iba_jax import _cache, _hooks
 from iba_jax.linen import linen_session
 from iba_jax.nnx import nnx_session
 
@@ -138,7 +137,7 @@ class _Flax(reference.Backend):
 
     def _compiled(self, kind: str, build: Callable[[_hooks.Runner], Callable]) -> Callable:
         key = None if self.static is None else ("baselines", kind, self.static)
-        return _cached(key, lambda: jax.jit(build(self.run)))
+        return _cache.cached(key, lambda: jax.jit(build(self.run)), [self._session.owner])
 
     def from_numpy(self, a: np.ndarray) -> jax.Array:
         return jnp.asarray(a, self.dtype)

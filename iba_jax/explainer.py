@@ -8,8 +8,8 @@ one ``jax.jit`` (``iba_jax._math.optimize``).
 
 from __future__ import annotations
 
-import collections
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -19,7 +19,8 @@ import numpy as np
 
 import iba
 from iba import driver, targets
-from iba_jax import _hooks, _math
+from iba_jax import _cache, _hooks, _math
+from iba_jax._cache import _CACHE  # noqa: F401 - the compiled functions, counted by benchmarks
 from iba_jax.linen import linen_session
 from iba_jax.nnx import nnx_session
 
@@ -49,7 +50,8 @@ class JaxEngine(driver.EngineBase):
         return session
 
     def capture_fn(self, session, n_targets: int):
-        """A jitted ``(dynamic, x) -> features of targets 0 .. n_targets - 1``, and its args."""
+        """A jitted ``(dynamic, x) -> features of targets 0 .. n_targets - 1``, its ``dynamic``
+        argument and its cache key (``None``: not cached)."""
         static, dynamic, _ = session.capture_parts()
 
         def build():
@@ -66,12 +68,12 @@ class JaxEngine(driver.EngineBase):
             return features
 
         key = None if static is None else ("capture", static, n_targets)
-        return _cached(key, lambda: jax.jit(build())), dynamic
+        return _cache.cached(key, lambda: jax.jit(build()), [session.owner]), dynamic, key
 
     @contextlib.contextmanager
     def estimation(self, model: object) -> Iterator[Callable[[Any], list]]:
         with self.session(model) as session:
-            capture, dynamic = self.capture_fn(session, len(self.paths))
+            capture, dynamic, _ = self.capture_fn(session, len(self.paths))
             yield lambda batch: [np.asarray(f) for f in capture(dynamic, batch)]
 
     @contextlib.contextmanager
@@ -91,9 +93,11 @@ class _Analysis:
 
     def _feature_specs(self) -> list[jax.ShapeDtypeStruct]:
         if self._shapes is None:
-            fn, dynamic = self.engine.capture_fn(self.session, len(self.engine.paths))
-            key = ("shapes", fn, _spec(self.x), _spec(dynamic), jax.config.jax_enable_x64)
-            self._shapes = _cached(key, lambda: list(jax.eval_shape(fn, dynamic, self.x)))
+            fn, dynamic, capture = self.engine.capture_fn(self.session, len(self.engine.paths))
+            key = None
+            if capture is not None:  # the capture's key, not the function: that may be dropped
+                key = (capture, _spec(self.x), _spec(dynamic), jax.config.jax_enable_x64)
+            self._shapes = _cache.shapes(key, lambda: list(jax.eval_shape(fn, dynamic, self.x)))
         return self._shapes
 
     def feature_shapes(self) -> list[tuple[int, ...] | None]:
@@ -125,22 +129,28 @@ class _Analysis:
         else:
             noise_arg, keyed = jax.random.key(noise.seed, impl=SEED_IMPL), True
         labels = None if plan.labels is None else jnp.asarray(plan.labels, jnp.int32)
+        # a traced argument: another mask of the same shape runs the same compiled function
+        token_mask = None if plan.token_mask is None else jnp.asarray(plan.token_mask, dtype)
         alpha0 = jnp.full((self.n_inputs, *plan.alpha_shape), config.initial_alpha, dtype)
         static, dynamic, params = session.analysis_parts(alpha0)
+        args = (dynamic, params, self.x, stats, noise_arg, labels, token_mask)
         shapes = tuple(plan.feature_shapes)
-        key = None
-        if static is not None:
-            key = ("analysis", static, plan.loss_fn, keyed, config, plan.layout, shapes)
+        loss_key = _cache.loss_key(plan.loss_fn)
+        key = base = None
+        if static is not None:  # one compiled executable per entry: the arguments' shapes too
+            base = ("analysis", static, keyed, config, plan.layout, shapes, _spec(args))
+            key = (*base, loss_key)
 
         def compile_new() -> tuple[Callable, dict]:
             meta: dict[str, Any] = {}  # filled while tracing: the number of classes
-            explain = _build_explain(
-                session, static, plan.loss_fn, config, plan.layout, shapes, meta
-            )
+            loss = _loss_ref(plan.loss_fn, weak=isinstance(loss_key, _cache.ById))
+            explain = _build_explain(session, static, loss, config, plan.layout, shapes, meta)
+            if base is not None and plan.loss_fn is not None:
+                _cache.count_loss_compile(base)
             return jax.jit(explain), meta
 
-        fn, meta = _cached(key, compile_new)
-        return fn, (dynamic, params, self.x, stats, noise_arg, labels), meta
+        fn, meta = _cache.cached(key, compile_new, [session.owner])
+        return fn, args, meta
 
     def optimize(self, plan: driver.Plan) -> driver.Result:
         fn, args, meta = self.compiled(plan)
@@ -169,8 +179,17 @@ class IBA(driver.Explainer):
     module (``module.bind(variables)``), or an ``nnx.Module`` (called as ``model(x)``).
     ``analyze`` (``iba.driver.Explainer.analyze``) runs the whole optimisation in one compiled
     call; its ``noise=`` also takes a ``jax.random`` key, its default is
-    ``jax.random.key(0, impl="rbg")``. A ``loss_fn`` must be traceable by JAX; a new function
-    object compiles anew: reuse one.
+    ``jax.random.key(0, impl="rbg")``. ``analyze``'s ``token_mask`` (token features) is an
+    argument of the compiled function: texts of the same padded length share one.
+
+    Compiled functions are shared by all explainers (``iba_jax._cache``): at most 16, each kept
+    while a model that used it is alive (and the 2 most recent after that, for a loop over new
+    copies of one model). A ``loss_fn`` must be traceable by JAX. It is keyed by its code and
+    the values it captures (numbers, strings, small arrays, JAX / NumPy functions), so a lambda
+    rebuilt for each call with the same values reuses the compiled function; one that captures
+    other objects (a model, a large array, ``self``) is keyed by identity and compiles anew as a
+    new object: pass the same ``loss_fn`` object (a warning says so after 8 such compilations on
+    one model). See docs/reliability.md.
     """
 
     engine: JaxEngine
@@ -200,22 +219,15 @@ class IBA(driver.Explainer):
             return fn.lower(*args)
 
 
-_CACHE: collections.OrderedDict[Any, Any] = collections.OrderedDict()
-CACHE_SIZE = 64  # compiled functions kept, shared by all explainers (least recently used dropped)
-
-
-def _cached(key: Any, make: Callable[[], Any]) -> Any:
-    """``make()``, remembered under ``key`` (``None``: not remembered)."""
-    if key is None:
-        return make()
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    value = make()
-    _CACHE[key] = value
-    while len(_CACHE) > CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return value
+def _loss_ref(loss_fn: Any, weak: bool) -> Callable[[], Any]:
+    """``() -> loss_fn``; held weakly where the cache keys it by identity (its entry dies with
+    it), else strongly (a function described by value: small, and shared by equal ones)."""
+    if loss_fn is None or not weak:
+        return lambda: loss_fn
+    try:
+        return weakref.ref(loss_fn)
+    except TypeError:
+        return lambda: loss_fn
 
 
 def _spec(tree: Any) -> tuple:
@@ -224,12 +236,17 @@ def _spec(tree: Any) -> tuple:
 
 
 def _build_explain(session, static, loss_fn, config, layout, feature_shapes, meta) -> Callable:
-    """The function that ``analyze`` compiles: features once, then every optimisation step."""
+    """The function that ``analyze`` compiles: features once, then every optimisation step.
+
+    ``loss_fn`` is ``() -> the user's loss_fn or None``. The variables, ``alpha``, the inputs,
+    the statistics, the noise, the labels and the token mask are arguments: the compiled code
+    holds no array of the model or the data (docs/reliability.md).
+    """
     run = session.runner(static)
     batch = config.batch_size
     alpha_of = session.alpha_of  # not the session: the cache must not keep the model alive
 
-    def explain(dynamic, params, x, stats, noise, labels):
+    def explain(dynamic, params, x, stats, noise, labels, token_mask):
         try:
             (features,) = _hooks.capture(lambda: run(dynamic, params, x), 1, run.describe)
         except _hooks.NotReached as missing:
@@ -242,8 +259,9 @@ def _build_explain(session, static, loss_fn, config, layout, feature_shapes, met
                 return run(dynamic, params, x_rep)
 
         def model_loss(outputs):
-            if loss_fn is not None:
-                return _math.user_loss(loss_fn, outputs, n_inputs, batch)
+            user_fn = loss_fn()
+            if user_fn is not None:
+                return _math.user_loss(user_fn, outputs, n_inputs, batch)
             meta["classes"] = outputs.shape[-1] if hasattr(outputs, "shape") else None
             return _math.classification_loss(outputs, labels, n_inputs)
 
@@ -258,6 +276,7 @@ def _build_explain(session, static, loss_fn, config, layout, feature_shapes, met
             model_loss=model_loss,
             config=config,
             layout=layout,
+            token_mask=token_mask,
         )
 
     return explain

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import flax.linen as nn
 
-from iba_jax import _hooks
+from iba_jax import _cache, _hooks
 from iba_jax._hooks import Path
 
 
@@ -26,12 +26,16 @@ class LinenSession:
         variables: Mapping,
         apply_kwargs: Mapping[str, Any],
         paths: Sequence[Path],
+        owner: object = None,
     ):
         self.module = module
         self.variables = variables
         self.apply_kwargs = dict(apply_kwargs)
         self.paths = list(paths)
         self._index = {_hooks.key(p): i for i, p in enumerate(self.paths)}
+        # The user's object: the compiled functions live while it does (``module`` is a clone of
+        # it, without variables, so that the cache does not keep the user's module alive).
+        self.owner = module if owner is None else owner
 
     def __enter__(self) -> LinenSession:
         return self
@@ -43,8 +47,8 @@ class LinenSession:
         module: Any = self.module
         try:
             hash(module)
-        except TypeError:  # unhashable fields: the cached function keeps the module alive
-            module = ("id", id(module))
+        except TypeError:  # unhashable fields: the user's module object, by identity
+            module = _cache.ById(self.owner)
         try:
             kwargs = tuple(sorted(self.apply_kwargs.items()))
             static = ("linen", kind, module, kwargs, tuple(map(_hooks.key, self.paths)))
@@ -110,8 +114,8 @@ def linen_session(model: object, paths: Sequence[Path]) -> LinenSession | None:
                 f"the Linen module {type(model).__name__} has no variables: pass "
                 "(module, variables) or a bound module module.bind(variables)"
             )
-        module, variables = model.unbind()
-        return LinenSession(module, variables, {}, paths)
+        module, variables = model.unbind()  # a clone of the module, and its variables
+        return LinenSession(module, variables, {}, paths, owner=model)
     if isinstance(model, tuple) and len(model) in (2, 3) and isinstance(model[0], nn.Module):
         kwargs = model[2] if len(model) == 3 else {}
         if not isinstance(model[1], Mapping) or not isinstance(kwargs, Mapping):
@@ -119,5 +123,5 @@ def linen_session(model: object, paths: Sequence[Path]) -> LinenSession | None:
                 "a Linen model is (module, variables) or (module, variables, apply_kwargs) with "
                 "dicts for variables and apply_kwargs"
             )
-        return LinenSession(model[0], model[1], kwargs, paths)
+        return LinenSession(model[0].clone(), model[1], kwargs, paths, owner=model[0])
     return None

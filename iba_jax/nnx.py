@@ -60,6 +60,7 @@ class NNXSession:
 
     def __init__(self, model: nnx.Module, paths: Sequence[Path]):
         self.model = model
+        self.owner = model  # the compiled functions live while the model does
         self.paths = list(paths)
         self.wrappers: list[Bottleneck] = []
         self._undo: list[tuple[Any, str | int, Any]] = []

@@ -7,12 +7,19 @@ path for every Keras backend, written with ``keras.ops``; only the gradient with
 run once per call of ``analyze`` (a sub-model of a Functional/Sequential graph, or a forward pass
 that stops at the layer); the compiled step runs the rest of the model on the ``N * B`` noised
 copies.
+
+The explainer keeps, per model, how to run it (a ``_Plan``) and its compiled steps, without
+keeping the model alive: the plans are keyed weakly by the model and hold it weakly, and a model's
+steps are dropped when it is collected.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -41,19 +48,32 @@ class KerasEngine(driver.EngineBase):
                 f"recognised by their shape), got {layout!r}"
             )
         self.layout = layout
-        self._plans: dict[int, tuple[weakref.ref, _Plan]] = {}
-        self._steps: dict[Any, Callable] = {}
-        self._current: _Plan | None = None  # the plan of the model being estimated or explained
+        # weak keys, and plans that hold the model weakly: explaining a model does not keep it
+        self._plans: weakref.WeakKeyDictionary[keras.Model, _Plan] = weakref.WeakKeyDictionary()
+        self._steps = _Steps()
+        self._lock = threading.Lock()
+        self._local = threading.local()  # per thread: the plan it estimates or explains
+
+    @property
+    def _current(self) -> _Plan | None:
+        """The plan of the model this thread is estimating or explaining, if any."""
+        return getattr(self._local, "plan", None)
+
+    @_current.setter
+    def _current(self, plan: _Plan | None) -> None:
+        self._local.plan = plan
 
     def plan(self, model: Any) -> _Plan:
         if not isinstance(model, keras.Model):
             raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
-        entry = self._plans.get(id(model))
-        if entry is not None and entry[0]() is model:
-            return entry[1]
-        plan = _Plan(model, self.targets, self.layout)
-        self._plans[id(model)] = (weakref.ref(model), plan)
-        return plan
+        with self._lock:
+            plan = self._plans.get(model)
+            if plan is None:
+                plan = _Plan(model, self.targets, self.layout)
+                self._plans[model] = plan
+                # the model's compiled steps go with it (they hold its layers and variables)
+                weakref.finalize(model, _Steps.drop_plan, weakref.ref(self._steps), plan.key)
+            return plan
 
     def layout_of(self, shape: tuple[int, ...], index: int) -> str | None:
         """The layout of target ``index``: its ``IBALayer``'s."""
@@ -99,6 +119,45 @@ class KerasEngine(driver.EngineBase):
             yield _Analysis(self, plan, to_tensors(x))
 
 
+class _Steps:
+    """An engine's compiled steps, most recently used last: at most ``STEPS_KEPT`` of them (a new
+    ``loss_fn`` per call stays bounded), and none of a model that was collected. Safe to share
+    between threads."""
+
+    def __init__(self) -> None:
+        self._steps: OrderedDict[tuple, Callable] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def values(self) -> list[Callable]:
+        with self._lock:
+            return list(self._steps.values())
+
+    def get(self, key: tuple, make: Callable[[], Callable]) -> Callable:
+        """The step of ``key`` (the plan's key first), made by ``make()`` if it is not kept."""
+        with self._lock:
+            step = self._steps.pop(key, None)
+        if step is None:
+            step = make()  # outside the lock: building an objective may take a while
+        with self._lock:
+            self._steps[key] = step  # the most recently used last
+            while len(self._steps) > STEPS_KEPT:
+                self._steps.popitem(last=False)
+        return step
+
+    @staticmethod
+    def drop_plan(ref: weakref.ref, plan_key: int) -> None:
+        """Drop the steps of a plan whose model was collected (``weakref.finalize``)."""
+        steps = ref()
+        if steps is None:
+            return
+        with steps._lock:
+            for key in [k for k in steps._steps if k[0] == plan_key]:
+                del steps._steps[key]
+
+
 class _Analysis:
     """One ``analyze`` call: the features before the first bottleneck once, then the steps."""
 
@@ -131,25 +190,25 @@ class _Analysis:
         draws = _noise(p, n_inputs, dtype)
 
         batch = config.batch_size
+        runner = plan.runner
         if plan.head is not None:
-            runner, inputs = plan.head, ops.repeat(features, batch, axis=0)
+            inputs = ops.repeat(features, batch, axis=0)
         else:
-            runner = plan.model
             inputs = keras.tree.map_structure(lambda a: ops.repeat(a, batch, axis=0), x)
         labels = p.labels
         rows = ops.convert_to_tensor(
             np.zeros(1, np.int32) if labels is None else np.repeat(labels, batch).astype(np.int32)
         )
-        steps = self.engine._steps
         # the function itself: an id could be reused after it is freed; the config: the step
-        # bakes it in (explainer.config may be replaced between calls)
-        key = (id(plan), p.loss_fn, config)
-        if key not in steps:
-            objective = _objective(plan, runner, config, p.loss_fn)
-            steps[key] = _backend.make_step(objective, config.lr, runner.variables)
-        step = steps[key] = steps.pop(key)  # the most recently used last
-        while len(steps) > STEPS_KEPT:  # a new loss_fn per call: bounded, not a leak
-            del steps[next(iter(steps))]
+        # bakes it in (explainer.config may be replaced between calls). One step serves every
+        # token mask: the mask is an argument.
+        step = self.engine._steps.get(
+            (plan.key, p.loss_fn, config),
+            lambda: _backend.make_step(
+                _objective(plan, config, p.loss_fn), config.lr, runner.variables
+            ),
+        )
+        tokens = _token_weights(p.token_mask, features)  # (N, T, 1), or None: every element
 
         if labels is not None:
             targets.check_range(labels, plan.n_classes(x))
@@ -157,26 +216,26 @@ class _Analysis:
         alpha = ops.full((n_inputs, *p.alpha_shape), config.initial_alpha, dtype=dtype)
         mu, nu = ops.zeros_like(alpha), ops.zeros_like(alpha)
         alphas, losses = [ops.convert_to_numpy(alpha)], []
-        switches = [ops.convert_to_numpy(layer.bottleneck_on.value) for layer in layers]
+        # the bottleneck runs only in the step's own forward pass (the objective's hooks, of this
+        # thread); the layers' bottleneck_on switch is left to the user
         try:
-            for layer in layers:
-                layer.bottleneck_on.assign(1)
             for i in driver.steps(config.updates, p.progress):
                 count = ops.convert_to_tensor(float(i + 1), dtype)
                 step_noise = [draw(i) for draw in draws]
                 alpha, mu, nu, loss = step(
-                    alpha, mu, nu, count, inputs, features, rows, *flat_stats, *step_noise
+                    alpha, mu, nu, count, inputs, features, rows, tokens, *flat_stats, *step_noise
                 )
                 alphas.append(ops.convert_to_numpy(alpha))
                 losses.append(ops.convert_to_numpy(loss))
         finally:
-            for layer, switch in zip(layers, switches):
+            for layer in layers:
                 layer._hook = None
-                layer.bottleneck_on.assign(switch)
 
         with _backend.no_grad():
             lam = _ops.damping(alpha, layout, config.sigma)
             cap = _ops.capacity(features, lam, *stats[0])
+            if tokens is not None:  # no capacity at padding (docs/mathematics.md section 6.3)
+                cap = cap * tokens
         return driver.Result(
             capacity=ops.convert_to_numpy(cap),
             alpha=alphas[-1],
@@ -203,6 +262,33 @@ def _noise(p: driver.Plan, n_inputs: int, dtype: str) -> list[Callable[[int], An
         return lambda step: keras.random.normal(full, dtype=dtype, seed=gen)
 
     return [draw(shape) for shape in p.feature_shapes]
+
+
+def _token_weights(mask: np.ndarray | None, features: Any) -> Any:
+    """The plan's ``(N, T)`` token mask as an ``(N, T, 1)`` tensor of the features' dtype, or
+    ``None`` (docs/mathematics.md section 6.3)."""
+    if mask is None:
+        return None
+    shape = tuple(int(s) for s in features.shape)
+    if mask.shape != shape[:2] or len(shape) != 3:
+        raise ValueError(
+            f"token_mask of shape {mask.shape} does not fit features {shape}: expected "
+            f"{shape[:2]} (N, T)"
+        )
+    dtype = keras.backend.standardize_dtype(features.dtype)
+    return ops.convert_to_tensor(mask[..., None], dtype)
+
+
+def information(cap: Any, tokens: Any) -> Any:
+    """The information term per input ``(N,)``: the mean capacity over every element, or with an
+    ``(N, T, 1)`` token mask over the real tokens' elements, ``sum(cap * m) / (D * max(sum(m),
+    1))`` (``iba.text.information_term``; docs/mathematics.md sections 2.5 and 6.3)."""
+    n = int(cap.shape[0])
+    if tokens is None:
+        return _ops.mean(ops.reshape(cap, (n, -1)), axis=1)
+    per_token = int(np.prod(cap.shape[2:]))  # D
+    count = ops.maximum(ops.sum(ops.reshape(tokens, (n, -1)), axis=1) * per_token, 1.0)
+    return ops.sum(ops.reshape(cap * tokens, (n, -1)), axis=1) / count
 
 
 class IBA(driver.Explainer):
@@ -253,18 +339,20 @@ def layer_shape(layer: IBALayer) -> tuple[int, ...]:
     return tuple(layer.feature_shape)
 
 
-def _objective(plan: _Plan, runner: keras.Model, config: iba.Config, loss_fn) -> Callable:
-    """``(alpha, inputs, features, labels, *stats, *noise) -> (total loss, loss per input)``.
+def _objective(plan: _Plan, config: iba.Config, loss_fn) -> Callable:
+    """``(alpha, inputs, features, labels, tokens, *stats, *noise) -> (total, loss per input)``.
 
     ``iba.optimize.objective`` in ``keras.ops``: the model loss (mean over the noise samples) plus
-    ``beta * mean(capacity)`` of the first target, per input; the total is their sum.
+    ``beta`` times the information term of the first target (:func:`information`; ``tokens``:
+    the ``(N, T, 1)`` token mask or ``None``), per input; the total is their sum. The model is
+    run through the plan (which holds it weakly), not captured here.
     """
     layers = plan.layers
     n_layers = len(layers)
     layout = layer_layout(layers[0])
     probabilities = _graph.output_is_probability(plan.model)
 
-    def objective(alpha, inputs, features, labels, *rest):
+    def objective(alpha, inputs, features, labels, tokens, *rest):
         stats = [_ops.LayerStats(*rest[3 * i : 3 * i + 3]) for i in range(n_layers)]
         noise = rest[3 * n_layers :]
         n_inputs, batch = int(alpha.shape[0]), config.batch_size
@@ -290,7 +378,7 @@ def _objective(plan: _Plan, runner: keras.Model, config: iba.Config, loss_fn) ->
         try:
             for layer, s, n in zip(layers, stats, noise):
                 layer._hook = hook_for(s, n, layer.feature_shape)
-            outputs = runner(inputs, training=False)
+            outputs = plan.runner(inputs, training=False)
         finally:
             for layer in layers:
                 layer._hook = None
@@ -300,16 +388,26 @@ def _objective(plan: _Plan, runner: keras.Model, config: iba.Config, loss_fn) ->
             model_loss = _ops.user_loss(loss_fn(outputs), n_inputs, batch)
         model_loss = ops.cast(model_loss, lam.dtype)
         cap = _ops.capacity(features, lam, *stats[0])
-        per_input = model_loss + config.beta * _ops.mean(ops.reshape(cap, (n_inputs, -1)), axis=1)
+        per_input = model_loss + config.beta * information(cap, tokens)
         return ops.sum(per_input), per_input
 
     return objective
 
 
 class _Plan:
-    """How to run one model for an explainer's targets: which ``IBALayer``s, how to cut it."""
+    """How to run one model for an explainer's targets: which ``IBALayer``s, how to cut it.
+
+    The user's model is held weakly (the explainer must not keep it alive); a copy with inserted
+    bottlenecks (``IBACopy``) is the plan's own and held strongly (it holds the user's layers, not
+    the user's model).
+    """
+
+    _keys = itertools.count(1)  # plan keys, never reused (an id could be)
 
     def __init__(self, model: keras.Model, targets: list, layout: str | None):
+        self.key = next(_Plan._keys)
+        self._user = weakref.ref(model)
+        self._own: keras.Model | None = None
         found = [_graph.find_layer(model, t) for t in targets]
         missing = {layer.name: layer for layer in found if not isinstance(layer, IBALayer)}
         if missing:
@@ -321,7 +419,7 @@ class _Plan:
                     "Functional/Sequential model (IBACopy)"
                 )
             bottlenecks = {name: IBALayer(layout, name=f"iba_{name}") for name in missing}
-            model = _graph.insert_after(model, bottlenecks)
+            model = self._own = _graph.insert_after(model, bottlenecks)
             found = [bottlenecks.get(layer.name, layer) for layer in found]
         if len({id(layer) for layer in found}) != len(found):
             raise ValueError("the same target layer is named twice")
@@ -330,13 +428,25 @@ class _Plan:
             reached = sorted(range(len(found)), key=lambda i: position[id(found[i])])
             if reached != list(range(len(found))):
                 raise driver.order_error([layer.name for layer in found], reached)
-        self.model = model
         self.layers: list[IBALayer] = found
         self.graph = _graph.is_graph(model)
         self._prefix: dict[int, keras.Model | None] = {}
         self.head = None
         if self.graph:
             self.head = _graph.submodel(_graph.layer_input(model, found[0]), model.outputs)
+
+    @property
+    def model(self) -> keras.Model:
+        """The model this plan runs: the plan's copy, or the user's model (while it lives)."""
+        model = self._own if self._own is not None else self._user()
+        if model is None:
+            raise RuntimeError("the model of this plan was collected")
+        return model
+
+    @property
+    def runner(self) -> keras.Model:
+        """What the optimisation steps call: the part from the first bottleneck on, or the model."""
+        return self.head if self.head is not None else self.model
 
     def n_classes(self, x: Any) -> int | None:
         """The size of the last axis of the model's output (from its output spec), if known."""

@@ -1,14 +1,18 @@
 """``IBALayer``: the Per-Sample Bottleneck as a Keras 3 layer (docs/mathematics.md section 2).
 
-The layer is the identity in ``fit``, ``predict`` and every ordinary call. It becomes the
-bottleneck only while an explanation runs: ``iba_tf.IBA.analyze`` drives it with per-input
-``alpha`` and noise, and the non-trainable switch variable ``bottleneck_on`` turns on the layer's
-own bottleneck (its ``alpha`` weight, its statistics, noise from ``keras.random``) in any call,
-compiled ones included (a Python flag would be baked into Keras' compiled JAX functions).
+The layer is the identity in ``fit``, ``predict`` and every ordinary call. ``iba_tf.IBA`` drives it
+with per-input ``alpha`` and noise through a hook that only the explainer's own forward passes see:
+the hook belongs to the thread that set it, and it is removed before the model's outputs reach
+``loss_fn``, so another thread, a nested explainer or a user's ``predict`` meanwhile runs the
+identity. The non-trainable switch variable ``bottleneck_on`` is the user's: it turns on the
+layer's own bottleneck (its ``alpha`` weight, its statistics, noise from ``keras.random``) in any
+call, compiled ones included (a Python flag would be baked into Keras' compiled JAX functions);
+``analyze`` neither reads nor sets it.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +31,18 @@ _AGAIN = (
     "load the model with the version of iba_tf that saved it, or rebuild it with this version's "
     "IBALayer and estimate() again"
 )
+
+
+Hook = Callable[["IBALayer", Any], Any]
+_LOCAL = threading.local()  # per thread: {id(layer): hook} of the explanations it runs
+
+
+def _hooks() -> dict[int, Hook]:
+    """The hooks the calling thread has set (``id(layer) -> hook``)."""
+    hooks = getattr(_LOCAL, "hooks", None)
+    if hooks is None:
+        hooks = _LOCAL.hooks = {}
+    return hooks
 
 
 class _DrawnSeed(keras.random.SeedGenerator):
@@ -66,8 +82,8 @@ class IBALayer(keras.layers.Layer):
             (``(C, H, W)``); default ``keras.config.image_data_format()``. Features of rank 2
             per input, ``(T, D)``, are tokens whatever this says.
         sigma, relu, min_std, active_threshold, initial_alpha: the ``iba.Config`` fields the
-            layer's own bottleneck uses when ``bottleneck_on`` is set outside ``analyze``
-            (``analyze`` uses the explainer's ``Config``).
+            layer's own bottleneck uses when ``bottleneck_on`` is set (``analyze`` uses the
+            explainer's ``Config`` and ignores the switch).
         seed: seed of the layer's own noise generator (used only with ``bottleneck_on`` set).
 
     Weights (all non-trainable, saved in ``.keras`` files): ``alpha`` (one per feature element);
@@ -109,8 +125,19 @@ class IBALayer(keras.layers.Layer):
         self.seed = int(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self.supports_masking = True
-        # set by iba_tf.IBA while it estimates or explains
-        self._hook: Callable[[IBALayer, Any], Any] | None = None
+
+    @property
+    def _hook(self) -> Hook | None:
+        """What ``call`` runs instead of the identity in this thread: set by ``iba_tf.IBA`` for
+        its own forward passes only (other threads never see it)."""
+        return _hooks().get(id(self))
+
+    @_hook.setter
+    def _hook(self, hook: Hook | None) -> None:
+        if hook is None:
+            _hooks().pop(id(self), None)
+        else:
+            _hooks()[id(self)] = hook
 
     # -- Keras layer protocol ----------------------------------------------------------------
 
@@ -201,7 +228,7 @@ class IBALayer(keras.layers.Layer):
             )
         super().load_own_variables(store)
 
-    # -- the layer's own bottleneck (bottleneck_on set outside analyze) ----------------------
+    # -- the layer's own bottleneck (bottleneck_on set by the user) ---------------------------
 
     def _bottleneck(self, inputs: Any, seed: Any) -> Any:
         dtype = self.compute_dtype

@@ -90,5 +90,6 @@ def run(case: vectors.Case, dtype: str, device: str, api: str) -> dict:
                 target=case.target,
                 noise=noise if len(noise) > 1 else noise[0],
                 details=True,
+                token_mask=case.token_mask,
             )
     return _common.stages(case, features, explanation, last=True)

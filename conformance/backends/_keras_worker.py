@@ -86,6 +86,7 @@ def run(case, dtype: str, device: str) -> dict:
                 target=np.asarray(case.target),
                 noise=noise if len(noise) > 1 else noise[0],
                 details=True,
+                token_mask=case.token_mask,
             )
     return _common.stages(case, features, explanation, last=True)
 

@@ -61,5 +61,6 @@ def run(case: vectors.Case, dtype: str, device: str) -> dict:
             target=np.asarray(case.target),
             noise=noise if len(noise) > 1 else noise[0],
             details=True,
+            token_mask=case.token_mask,
         )
     return _common.stages(case, features, explanation, last=False)

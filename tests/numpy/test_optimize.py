@@ -3,7 +3,7 @@ import pytest
 from conftest import finite_difference
 
 import iba
-from iba import nn
+from iba import nn, text
 from iba.optimize import chain, objective
 
 
@@ -226,3 +226,55 @@ def test_coiba_on_a_vit_with_residual_streams():
     assert np.all(ex.losses[-1] < ex.losses[0])
     maps = iba.vit_heatmap(ex.capacity, grid=(4, 4), input_size=(8, 8))
     assert maps.shape == (2, 8, 8) and maps.max() == 1.0
+
+
+def test_objective_with_a_token_mask_takes_the_information_over_real_tokens():
+    """With a token mask the information term is ``iba.text.information_term`` and the gradient
+    still matches finite differences; an all-ones mask is the plain mean."""
+    rng = np.random.default_rng(11)
+    shape, layout = (6, 4), "tokens"
+    weights = rng.standard_normal(shape)
+
+    def head(z):
+        loss = (np.tanh(z) * weights).reshape(*z.shape[:2], -1).sum(-1).mean(1)
+        return loss, (1 - np.tanh(z) ** 2) * weights / z.shape[1]
+
+    est = iba.Estimator(layout=layout)
+    est.update(rng.standard_normal((50, *shape)) + 1)
+    stats = iba.Statistics(est.mean, est.std, np.ones(shape))
+    features = rng.standard_normal((3, *shape))
+    config = iba.Config(batch_size=4, beta=3.0)
+    noise = [rng.standard_normal((3, 4, *shape))]
+    alpha = rng.normal(1, 1.5, (3, 6, 1))
+    mask = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]], float)
+
+    def run(a, m):
+        return objective(a, features, [stats], chain(features, head), noise, config, layout, m)
+
+    loss, grad = run(alpha, mask)
+    plain, _ = run(alpha, None)
+    lam = iba.damping(alpha, layout, config.sigma)
+    cap = iba.capacity(features, lam, stats.mean, stats.std)
+    model_loss = plain - config.beta * cap.reshape(3, -1).mean(1)
+    np.testing.assert_allclose(
+        loss, model_loss + config.beta * text.information_term(cap, mask), rtol=1e-12
+    )
+    np.testing.assert_allclose(loss[0], plain[0], rtol=1e-12)  # no padding: the plain mean
+    numeric = finite_difference(lambda a: run(a, mask)[0].sum(), alpha)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
+
+    out = iba.per_sample_bottleneck(
+        features, stats, head, [rng.standard_normal((config.steps, 3, 4, *shape))], config, layout,
+        token_mask=mask,
+    )  # fmt: skip
+    assert np.all(out.capacity[mask == 0] == 0) and np.all(out.capacity[mask == 1] > 0)
+    with pytest.raises(ValueError, match=r"token mask of shape \(3, 5\)"):
+        iba.per_sample_bottleneck(
+            features,
+            stats,
+            head,
+            [np.repeat(noise[0][None], config.steps, 0)],
+            config,
+            layout,
+            token_mask=mask[:, :5],
+        )

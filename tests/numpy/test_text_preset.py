@@ -90,7 +90,7 @@ def test_defaults_keep_the_project_rule():
         ({"min_std": -0.1, "min_m2": 1e-5}, "Config.min_std must be > 0"),
         ({"log_var_clamp": 0.0}, "Config.log_var_clamp must be > 0 or None"),
         ({"log_var_clamp": "10"}, "Config.log_var_clamp must be a number"),
-        ({"estimator": "text"}, "Config.estimator must be one of ('corpus', 'sentence')"),
+        ({"estimator": "text"}, "Config.estimator must be one of ('corpus', 'sentence', "),
         ({"estimator": "sentence"}, "set ddof=0 (and min_m2 > 0)"),
         ({"active_threshold": -0.5}, "active_threshold must be in [0, 1) or None"),
     ],

@@ -36,20 +36,12 @@ def test_two_explainers_on_one_model(subject, fitted, clean_map):
     assert_same(before, subject.snapshot(model))
 
 
-def test_an_explainer_called_from_another_s_loss_fn(subject, fitted, clean_map, request):
+def test_an_explainer_called_from_another_s_loss_fn(subject, fitted, clean_map):
     """Eager backends call ``loss_fn`` in every step, with the outer explainer's bottlenecks in
-    place; an inner explainer on the same model must see the model as it is."""
+    place; an inner explainer on the same model must see the model as it is (Keras: the
+    ``IBALayer``s run the bottleneck only in the outer explainer's own forward passes)."""
     if subject.name in COMPILING:
         pytest.skip("this backend calls loss_fn while it traces it, not in the steps")
-    if subject.name.startswith("keras-"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="iba_tf turns the outer explainer's IBALayers' bottleneck_on on for the "
-                "whole optimisation: any other use of the model meanwhile (the inner explainer's "
-                "features pass iba_relu1) runs the layer's own noisy bottleneck",
-            )
-        )
     outer = subject.explainer(subject.coiba)
     fit(outer, subject)
     inner = []
