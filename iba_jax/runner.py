@@ -3,6 +3,8 @@ port of EfficientNet-Lite0 (:mod:`iba_jax.models`) with the bundled weights, jit
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import numpy as np
 from flax import nnx
@@ -58,6 +60,16 @@ class JaxRunner(Runner):
 
     def explainer(self, layer: str, **config) -> IBA:
         return IBA(self.native_layer(layer), **config)
+
+    @classmethod
+    def text_explainer(cls, layer: int | str, **config) -> Any:
+        """``iba_jax.text.TextIBA`` on the Flax port of the bundled MiniLM sentiment model."""
+        from iba.models.minilm import Tokenizer
+        from iba.models.sentiment_head import LABELS
+        from iba_jax.models.minilm import minilm_sentiment
+        from iba_jax.text import TextIBA
+
+        return TextIBA(minilm_sentiment(), Tokenizer(), layer=layer, labels=LABELS, **config)
 
 
 def _module_paths(params: dict, prefix: str = "") -> list[str]:

@@ -14,5 +14,6 @@ backend's framework), nothing else.
 from iba_tf.copy_model import NEURON_SELECTION_MODES, IBACopy
 from iba_tf.explainer import IBA
 from iba_tf.layer import IBALayer
+from iba_tf.text import TextIBA
 
-__all__ = ["IBA", "NEURON_SELECTION_MODES", "IBACopy", "IBALayer"]
+__all__ = ["IBA", "IBACopy", "IBALayer", "NEURON_SELECTION_MODES", "TextIBA"]

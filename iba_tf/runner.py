@@ -4,11 +4,15 @@ that ``KERAS_BACKEND`` selects."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 
 from iba.demo.runners import Runner, not_a_model, preprocess
 from iba_tf import IBA, models
+
+TEXT_LENGTH = 128  # tokens the Keras MiniLM is built for (the bottleneck needs a fixed (T, D))
 
 
 class KerasRunner(Runner):
@@ -43,3 +47,16 @@ class KerasRunner(Runner):
 
     def explainer(self, layer: str, **config) -> IBA:
         return IBA(self.native_layer(layer), **config)
+
+    @classmethod
+    def text_explainer(cls, layer: int | str, **config) -> Any:
+        """``iba_tf.text.TextIBA`` on the Keras port of the bundled MiniLM sentiment model, built
+        for :data:`TEXT_LENGTH` tokens."""
+        from iba.models.minilm import Tokenizer
+        from iba.models.sentiment_head import LABELS
+        from iba_tf.models.minilm import minilm_sentiment
+        from iba_tf.text import TextIBA
+
+        model = minilm_sentiment(sequence_length=TEXT_LENGTH)
+        tokenizer = Tokenizer(max_length=TEXT_LENGTH)
+        return TextIBA(model, tokenizer, layer=layer, labels=LABELS, **config)

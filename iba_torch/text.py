@@ -2,17 +2,10 @@
 
 :class:`TextIBA` puts the Per-Sample Bottleneck on the hidden states after one encoder layer of a
 text transformer (Jiang et al., Findings of EMNLP 2020; docs/mathematics.md sections 6 and 6.3)
-and returns one :class:`iba.text.TokenMap` per text: bits per token and per word. It runs ``iba_torch.IBA``
-through the shared driver (``planned`` and the engine's ``optimize``); what it adds is text:
-
-- tokenising with the model's fast tokenizer, padding and truncation (with a warning) at the
-  model's maximum length;
-- the attention mask in the optimisation (``iba.driver.Plan.token_mask``): no capacity at
-  padding, the information term averaged over real tokens only;
-- an estimator fitted on the real tokens of a corpus and shared by every position, and noise
-  drawn per text, so that a text gets the same map alone or in a batch with longer texts;
-- the words of the wordpieces (``iba.text.merge_wordpieces``, from the tokenizer's word ids and
-  offsets).
+and returns one :class:`iba.text.TokenMap` per text: bits per token and per word. The text logic
+(tokens, padding, grouping, statistics, noise, words) is the shared
+``iba.text_explainer.TextExplainer``; this module says how to reach a ``torch.nn.Module``: its
+encoder layers by name, its inputs as tensors, its logits.
 
 :func:`minilm_sentiment` is the bundled sentiment classifier (all-MiniLM-L6-v2, mean pooling and a
 logistic head trained by ``scripts/train_minilm_head.py``), :func:`minilm_encoder` its encoder.
@@ -22,21 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
-from iba import driver, targets
-from iba import text as _text
 from iba.config import Config
 from iba.estimator import Estimator
+from iba.text_explainer import DEFAULT_MAX_TOKENS, TextExplainer
 from iba_torch import _math, _model
 from iba_torch.explainer import IBA
-
-DEFAULT_MAX_TOKENS = 512  # padded tokens (texts x length) optimised together
 
 # -- the bundled sentiment model -----------------------------------------------------------------
 
@@ -207,68 +196,10 @@ def resolve_layer(model: torch.nn.Module, layer: str | int | torch.nn.Module) ->
     )
 
 
-def _max_length(model: torch.nn.Module, tokenizer: Any, given: int | None) -> int:
-    """Tokens per text: ``given``, else the least of the model's ``max_length``, its config's
-    ``max_position_embeddings`` and the tokenizer's ``model_max_length``."""
-    limits = []
-    own = getattr(model, "max_length", None)
-    if isinstance(own, int):
-        limits.append(own)
-    for module in model.modules():
-        positions = getattr(getattr(module, "config", None), "max_position_embeddings", None)
-        if isinstance(positions, int):
-            limits.append(positions)
-            break
-    told = getattr(tokenizer, "model_max_length", None)
-    if isinstance(told, int) and told < 1_000_000:  # transformers' "unknown" is a huge number
-        limits.append(told)
-    if given is None:
-        if not limits:
-            raise ValueError(
-                "neither the model nor the tokenizer says how many tokens it reads: pass "
-                "max_length="
-            )
-        return min(limits)
-    if isinstance(given, bool) or not isinstance(given, (int, np.integer)) or given < 2:
-        raise ValueError(f"max_length must be an int >= 2 (with [CLS] and [SEP]), got {given!r}")
-    if limits and given > min(limits):
-        raise ValueError(f"max_length={given} exceeds the model's maximum of {min(limits)} tokens")
-    return int(given)
-
-
-# -- the explainer -------------------------------------------------------------------------------
-
-
-class _Encoded(NamedTuple):
-    """A tokenised group of texts, padded to one length ``T``."""
-
-    inputs: dict[str, torch.Tensor]  # what the model takes
-    mask: np.ndarray  # (N, T) attention mask
-    special: np.ndarray  # (N, T) special-token mask
-    offsets: np.ndarray  # (N, T, 2) characters
-    tokens: list[list[str]]
-    word_ids: list[list[int | None]]
-
-
-def _texts(texts: Any) -> list[str]:
-    if isinstance(texts, str):
-        return [texts]
-    if not isinstance(texts, (list, tuple)):
-        raise TypeError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise TypeError(
-            f"texts must be strings; item(s) {bad[:10]} are "
-            f"{sorted({type(texts[i]).__name__ for i in bad})}"
-        )
-    if not texts:
-        raise ValueError("texts is empty: give at least one text")
-    return list(texts)
-
-
-class TextIBA:
+class TextIBA(TextExplainer):
     """IBA on the token states after one encoder layer of a PyTorch text model
-    (docs/mathematics.md section 6.3), with one :class:`iba.text.TokenMap` per text.
+    (docs/mathematics.md section 6.3), with one :class:`iba.text.TokenMap` per text: the shared
+    ``iba.text_explainer.TextExplainer`` on ``iba_torch.IBA``.
 
     Args:
         model: a ``torch.nn.Module`` that takes the tokenizer's outputs as keyword arguments
@@ -292,11 +223,13 @@ class TextIBA:
 
     Example:
         >>> model = minilm_sentiment()  # doctest: +SKIP
-        >>> explainer = TextIBA(model, layer="encoder.layer.3")  # doctest: +SKIP
+        >>> explainer = TextIBA(model, layer=3)  # doctest: +SKIP
         >>> explainer.estimate(corpus)  # doctest: +SKIP
         >>> maps = explainer.explain(["A gripping, funny film."], target=1)  # doctest: +SKIP
         >>> maps[0].top_words(3)  # doctest: +SKIP
     """
+
+    explainer_type = IBA
 
     def __init__(
         self,
@@ -311,232 +244,43 @@ class TextIBA:
         config: Config | None = None,
         **fields: Any,
     ):
+        self.strategy = strategy
+        super().__init__(
+            model,
+            tokenizer,
+            layer=layer,
+            max_length=max_length,
+            max_tokens=max_tokens,
+            estimator=estimator,
+            config=config,
+            **fields,
+        )
+
+    def check_model(self, model: Any) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        tokenizer = getattr(model, "tokenizer", None) if tokenizer is None else tokenizer
-        if tokenizer is None or not callable(tokenizer):
-            raise TypeError(
-                "TextIBA needs the model's tokenizer: pass tokenizer=AutoTokenizer.from_pretrained"
-                "(...)"
-            )
-        if not getattr(tokenizer, "is_fast", False):
-            raise TypeError(
-                f"TextIBA needs a fast Hugging Face tokenizer (word ids and character offsets), "
-                f"got {type(tokenizer).__name__}: load it with AutoTokenizer.from_pretrained("
-                "..., use_fast=True)"
-            )
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
-        self.model, self.tokenizer = model, tokenizer
-        self.layer = resolve_layer(model, layer)
-        self.max_length = _max_length(model, tokenizer, max_length)
-        self.max_tokens = max_tokens
-        self.explainer = IBA(
-            self.layer, layout="tokens", strategy=strategy, config=config, **fields
-        )
-        self._estimator: Estimator | None = None
-        if estimator is not None:
-            if isinstance(estimator, (str, os.PathLike)):
-                self.load_estimator(estimator)
-            else:
-                self.estimator = estimator
 
-    def __repr__(self) -> str:
-        return f"TextIBA(layer={self.layer!r}, max_length={self.max_length}, config={self.config})"
+    def encoder_layers(self) -> list[str]:
+        return encoder_layers(self.model)
 
-    @property
-    def config(self) -> Config:
-        """The ``iba.Config`` of the optimisation."""
-        return self.explainer.config
+    def resolve_layer(self, layer: Any) -> str:
+        return resolve_layer(self.model, layer)
 
-    @property
-    def _per_text(self) -> bool:
-        """Whether the statistics are fitted on each explained text (``estimator="sentence"``)."""
-        return getattr(self.config, "estimator", "corpus") == "sentence"
+    def model_limits(self) -> list[int]:
+        limits = super().model_limits()
+        for module in self.model.modules():
+            positions = getattr(getattr(module, "config", None), "max_position_embeddings", None)
+            if isinstance(positions, int):
+                return [*limits, positions]
+        return limits
 
-    # -- statistics ------------------------------------------------------------------------------
+    def make_explainer(self, layer: Any, config: Config | None, fields: dict) -> IBA:
+        return IBA(layer, layout="tokens", strategy=self.strategy, config=config, **fields)
 
-    @property
-    def estimator(self) -> Estimator | None:
-        """The statistics of the layer's token states, features ``(1, D)`` shared by every
-        position (``None`` before :meth:`estimate`)."""
-        return self._estimator
+    def model_inputs(self, inputs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.as_tensor(v, dtype=torch.long) for k, v in inputs.items()}
 
-    @estimator.setter
-    def estimator(self, estimator: Estimator) -> None:
-        _text.tile_positions(estimator, 1)  # checks the kind: tokens, (1, D)
-        self._estimator = estimator
-
-    def save_estimator(self, path: str | os.PathLike) -> None:
-        """Write the estimator to an ``.npz`` file (no pickle)."""
-        if self._estimator is None:
-            raise RuntimeError("no estimator yet: call estimate(texts) first")
-        self._estimator.save(path)
-
-    def load_estimator(self, path: str | os.PathLike) -> Estimator:
-        """Read an estimator written by :meth:`save_estimator`."""
-        self.estimator = Estimator.load(path)
-        return self._estimator  # type: ignore[return-value]  # just set
-
-    def estimate(
-        self,
-        texts: Sequence[str],
-        n_samples: int | None = None,
-        batch_size: int = 32,
-        progress: bool = True,
-    ) -> Estimator:
-        """Fit the statistics on the real tokens of ``texts`` (padding excluded), pooled over
-        positions: features ``(1, D)`` (docs/mathematics.md sections 1 and 6.3).
-
-        Args:
-            texts: a corpus of texts like the ones to explain (thousands of tokens or more).
-            n_samples: use only the first this many texts.
-            batch_size: texts per forward pass.
-            progress: show a progress bar of the texts seen.
-        """
-        if self._per_text:
-            raise ValueError(
-                "this explainer's config has estimator='sentence': explain() fits the statistics "
-                "on each text itself, estimate() is not used"
-            )
-        texts = _texts(texts)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        cut: list[int] = []
-
-        def data() -> Iterator[dict[str, torch.Tensor]]:
-            for start in range(0, len(texts), batch_size):
-                part = texts[start : start + batch_size]
-                cut.extend(start + i for i in self._truncated(part))
-                yield self._encode(part).inputs
-
-        with self.explainer.engine.estimation(self.model) as capture:
-
-            def real_tokens(batch: dict[str, torch.Tensor]) -> list[np.ndarray]:
-                features = capture(batch)[0]
-                mask = batch["attention_mask"].cpu().numpy().astype(bool)
-                if features.shape[:2] != mask.shape:
-                    raise ValueError(
-                        f"layer {self.layer!r} gives features of shape {features.shape[1:]} "
-                        "per text; TextIBA needs token states (T, D): choose an encoder layer"
-                    )
-                return [features[mask][:, None, :]]
-
-            estimators = driver.fit_estimators(
-                real_tokens, data(), n_samples, progress, lambda s, i: "tokens", "TextIBA estimate"
-            )
-        _warn_truncated(cut, self.max_length)
-        self.estimator = estimators[0]
-        return estimators[0]
-
-    # -- explanations ----------------------------------------------------------------------------
-
-    def explain(
-        self,
-        texts: str | Sequence[str],
-        target: Any = None,
-        loss_fn: Callable[[Any], Any] | None = None,
-        *,
-        seed: int = driver.DEFAULT_SEED,
-        mask_special: bool = False,
-        progress: bool = False,
-    ) -> list[_text.TokenMap]:
-        """One :class:`iba.text.TokenMap` per text: bits per token and per word.
-
-        Args:
-            texts: a text or a list of texts of any lengths (an empty string is a text).
-            target: the class to explain, one int or one per text; default (with no
-                ``loss_fn``): each text's predicted class.
-            loss_fn: instead of ``target``, ``outputs -> loss per row`` on the noised rows of one
-                group of texts (``N * B`` rows, input-major; texts are grouped by length up to
-                ``max_tokens``).
-            seed: seeds each text's noise; a text's map does not depend on the other texts.
-            mask_special: zero the special tokens (``[CLS]``, ``[SEP]``) in the token map; they
-                are never part of a word.
-            progress: show a progress bar over the optimisation steps.
-        """
-        texts = _texts(texts)
-        if target is not None and loss_fn is not None:
-            raise ValueError("pass target= or loss_fn=, not both")
-        if loss_fn is not None and not callable(loss_fn):
-            raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-        if not self._per_text and self._estimator is None:
-            raise RuntimeError(
-                "no statistics yet: call estimate(texts) on a corpus, or pass estimator= / "
-                "load_estimator(path), before explain()"
-            )
-        labels = None if target is None else targets.labels(target, len(texts))
-        lengths = self._lengths(texts)
-        truncated = [k > self.max_length for k in lengths]
-        _warn_truncated([i for i, c in enumerate(truncated) if c], self.max_length)
-        maps: list[_text.TokenMap | None] = [None] * len(texts)
-        for group in self._groups([min(k, self.max_length) for k in lengths]):
-            enc = self._encode([texts[i] for i in group])
-            logits = self._logits(enc.inputs)
-            if loss_fn is not None:
-                group_labels = None
-            elif labels is not None:
-                group_labels = labels[group]
-                if logits is not None:
-                    targets.check_range(group_labels, logits.shape[1])
-            elif logits is None:
-                raise ValueError(
-                    "target=None explains the predicted class, but the model's outputs are no "
-                    "logits: pass target= or loss_fn="
-                )
-            else:
-                group_labels = logits.argmax(1)
-            bits = self._optimize(enc, group_labels, loss_fn, int(seed), progress)
-            for j, i in enumerate(group):
-                real = np.flatnonzero(enc.mask[j])
-                maps[i] = _text.token_map(
-                    texts[i],
-                    [enc.tokens[j][k] for k in real],
-                    [enc.word_ids[j][k] for k in real],
-                    [tuple(enc.offsets[j, k]) for k in real],
-                    bits[j, real],
-                    enc.special[j, real].astype(bool),
-                    target=None if group_labels is None else int(group_labels[j]),
-                    logits=None if logits is None else logits[j],
-                    truncated=truncated[i],
-                    mask_special=mask_special,
-                )
-        return [m for m in maps if m is not None]
-
-    def _optimize(
-        self,
-        enc: _Encoded,
-        labels: np.ndarray | None,
-        loss_fn: Callable[[Any], Any] | None,
-        seed: int,
-        progress: bool,
-    ) -> np.ndarray:
-        """``(N, T)`` bits of one group, through the shared driver and the PyTorch engine."""
-        explainer, config = self.explainer, self.config
-        noise: np.ndarray | None = None
-        if not self._per_text:
-            assert self._estimator is not None and self._estimator.feature_shape is not None
-            explainer.estimators = [_text.tile_positions(self._estimator, enc.mask.shape[1])]
-            dim = self._estimator.feature_shape[1]
-            noise = _text.text_noise(seed, config.steps, config.batch_size, enc.mask, dim)
-        with explainer.planned(
-            self.model,
-            enc.inputs,
-            target=labels,
-            loss_fn=loss_fn,
-            noise=noise,
-            seed=seed if noise is None else None,
-            progress=progress,
-        ) as (run, plan):
-            result = run.optimize(plan._replace(token_mask=enc.mask.astype(np.float64)))
-        maps = driver.explanation(result, plan.layout, None, details=False)
-        assert isinstance(maps, np.ndarray)  # details=False
-        return maps
-
-    def _logits(self, inputs: dict[str, torch.Tensor]) -> np.ndarray | None:
-        """The model's logits ``(N, C)`` on the clean texts (eval mode), or ``None``."""
+    def logits(self, inputs: Any) -> np.ndarray | None:
         device, dtype = _model.model_device_dtype(self.model)
         with _model.preserved(self.model), torch.no_grad():
             outputs = _model.call(self.model, _model.as_inputs(inputs, device, dtype))
@@ -547,62 +291,3 @@ class TextIBA:
         if logits.ndim != 2 or logits.shape[0] != inputs["input_ids"].shape[0]:
             return None
         return logits.detach().cpu().double().numpy()
-
-    # -- tokens ----------------------------------------------------------------------------------
-
-    def _lengths(self, texts: list[str]) -> list[int]:
-        """Tokens per text, up to ``max_length + 1`` (more means: truncated)."""
-        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length + 1)["input_ids"]
-        return [len(row) for row in ids]
-
-    def _truncated(self, texts: list[str]) -> list[int]:
-        return [i for i, k in enumerate(self._lengths(texts)) if k > self.max_length]
-
-    def _groups(self, lengths: list[int]) -> list[list[int]]:
-        """Text indices grouped by length, each group's texts x longest <= ``max_tokens``;
-        one text per group when the statistics are fitted per text."""
-        order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-        groups: list[list[int]] = []
-        for i in order:
-            last = groups[-1] if groups else None
-            if (
-                last is not None
-                and not self._per_text
-                and (len(last) + 1) * lengths[i] <= self.max_tokens
-            ):
-                last.append(i)
-            else:
-                groups.append([i])
-        return groups
-
-    def _encode(self, texts: list[str]) -> _Encoded:
-        enc = self.tokenizer(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-            return_offsets_mapping=True,
-            return_special_tokens_mask=True,
-        )
-        names = getattr(self.tokenizer, "model_input_names", None) or list(enc.keys())
-        inputs = {k: enc[k] for k in names if k in enc}
-        return _Encoded(
-            inputs=inputs,
-            mask=enc["attention_mask"].numpy(),
-            special=enc["special_tokens_mask"].numpy(),
-            offsets=enc["offset_mapping"].numpy(),
-            tokens=[enc.tokens(i) for i in range(len(texts))],
-            word_ids=[enc.word_ids(i) for i in range(len(texts))],
-        )
-
-
-def _warn_truncated(indices: list[int], limit: int) -> None:
-    if indices:
-        shown = f"{indices[:10]}{' ...' if len(indices) > 10 else ''}"
-        warnings.warn(
-            f"{len(indices)} text(s) (indices {shown}) have more than {limit} tokens and were "
-            f"truncated to the model's maximum of {limit}; their maps cover the first {limit} "
-            "tokens",
-            stacklevel=3,
-        )

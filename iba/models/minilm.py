@@ -491,6 +491,11 @@ class Tokenizer:
             raise ValueError(f"{path}: the tokenizer has no {self.pad_token} token")
         self.pad_id = int(pad_id)
 
+    @property
+    def backend(self) -> Any:
+        """The ``tokenizers.Tokenizer`` it calls (what ``iba.text_explainer.encode`` uses)."""
+        return self._tokenizer
+
     def token_id(self, token: str) -> int:
         """The id of ``token`` (e.g. ``"[MASK]"``, ``"[UNK]"``); a ``KeyError`` if unknown."""
         found = self._tokenizer.token_to_id(token)

@@ -146,3 +146,18 @@ def test_bad_arguments_are_refused(model, weights):
     # the random initialisation, traced but not compiled
     random = jax.eval_shape(lambda: minilm(weights=None)[1])
     assert jax.tree.map(np.shape, random) == jax.tree.map(np.shape, variables)
+
+
+def test_the_text_explainer_finds_layers(sentiment, tokenizer):
+    from iba_jax.text import TextIBA
+
+    explainer = TextIBA(sentiment, tokenizer, layer=3)
+    assert explainer.layer == "encoder/layer_3"
+    assert explainer.encoder_layers() == [f"encoder/layer_{i}" for i in range(6)]
+    assert TextIBA(sentiment, tokenizer, layer="encoder.layer.2").layer == "encoder/layer_2"
+    assert TextIBA(sentiment, tokenizer, layer=-1).layer == "encoder/layer_5"
+    assert explainer.max_length == 256  # the tokenizer's; the model reads 512 positions
+    with pytest.raises(ValueError, match="layer 'pooler' not found.*encoder/layer_0"):
+        TextIBA(sentiment, tokenizer, layer="pooler")
+    with pytest.raises(TypeError, match="Flax Linen .module, variables. pair"):
+        TextIBA(sentiment[0], tokenizer, layer=3)

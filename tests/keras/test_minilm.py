@@ -194,3 +194,19 @@ def test_bad_arguments_are_refused_and_leave_the_model_as_it_was(model, weights)
         np.testing.assert_array_equal(old, new)
     with pytest.raises(ValueError, match=r"weight must be \(C, 384\)"):
         minilm_sentiment({"weight": np.zeros((2, 3)), "bias": np.zeros(2)}, weights)
+
+
+def test_the_text_explainer_finds_layers_and_needs_a_fixed_length(sentiment, weights, tokenizer):
+    from iba_tf.text import TextIBA
+
+    assert TextIBA(sentiment, tokenizer, layer=3).layer == "encoder_layer_3"
+    assert TextIBA(sentiment, tokenizer, layer="encoder.layer.2").layer == "encoder_layer_2"
+    explainer = TextIBA(sentiment, tokenizer, layer="encoder_layer_5")
+    assert explainer.encoder_layers() == [f"encoder_layer_{i}" for i in range(6)]
+    assert explainer.max_length == LENGTH  # the model's one sequence length
+    with pytest.raises(ValueError, match="layer 'pooler' not found.*encoder_layer_0"):
+        TextIBA(sentiment, tokenizer, layer="pooler")
+    with pytest.raises(ValueError, match="built for one sequence length"):
+        TextIBA(minilm_sentiment(weights=weights), tokenizer, layer=3)
+    with pytest.raises(TypeError, match="model must be a keras.Model, got str"):
+        TextIBA("minilm", tokenizer, layer=3)

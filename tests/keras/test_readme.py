@@ -17,5 +17,9 @@ def test_readme_example_runs(chain, tmp_path, monkeypatch):
         assert namespace["heatmap"].shape == (224, 224) and namespace["heatmap"].max() > 0
         assert 281 <= int(namespace["target"][0]) <= 285  # chelsea: a cat class
         assert namespace["maps"].shape == (1, 224, 224)
+    elif chain == "keras-text":
+        m = namespace["m"]
+        assert m.prediction == 1 and m.target == 1  # fresh
+        assert len(m.words) == 7 and m.word_bits.sum() > 0  # a gorgeous , witty , seductive movie
     else:
         assert namespace["heatmaps"].shape == (4, 28, 28)

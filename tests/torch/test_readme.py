@@ -21,6 +21,9 @@ def test_readme_example_runs(chain, tmp_path, monkeypatch):
         assert namespace["explanation"].capacity.shape == (1, 40, 28, 28)
         assert namespace["maps"].shape == (1, 224, 224)
         assert 0 <= namespace["ratio"] <= 1
+    if chain == "torch-text":
+        assert [m.prediction for m in namespace["maps"]] == [1, 0]  # fresh, then rotten
+        assert (tmp_path / "text.png").stat().st_size > 5_000
 
 
 def test_every_python_block_is_tagged_for_a_session():

@@ -261,7 +261,7 @@ def test_bad_input_gets_clear_errors(sentiment, text_iba):
         text_iba.explain([], target=1)
     with pytest.raises(ValueError, match="seed must be"):
         text_iba.explain(SHORT, target=1, seed=-1)
-    with pytest.raises(TypeError, match="fast Hugging Face tokenizer"):
+    with pytest.raises(TypeError, match="Hugging Face fast tokenizer"):
         TextIBA(sentiment, tokenizer=lambda texts: None, layer=LAYER)
     with pytest.raises(ValueError, match=r"features \(1, D\)"):
         fresh.estimator = iba.Estimator((4, 384), layout="tokens")

@@ -1,0 +1,162 @@
+"""Text IBA on Flax text models (docs/mathematics.md sections 6 and 6.3): the shared
+``iba.text_explainer.TextExplainer`` on ``iba_jax.IBA``.
+
+The model is a Linen ``(module, variables)`` pair (or a bound module, or an ``nnx.Module``) that
+takes ``{"input_ids", "attention_mask"}`` (``(N, T)`` integers) and returns logits, such as
+``iba_jax.models.minilm_sentiment()``. Each group of texts is padded to a multiple of
+:data:`LENGTH_STEP` tokens, so that few shapes are compiled.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from flax import nnx
+
+from iba.config import Config
+from iba.estimator import Estimator
+from iba.text_explainer import DEFAULT_MAX_TOKENS, TextExplainer
+from iba_jax.explainer import IBA
+from iba_jax.models.efficientnet_lite import flax_path
+
+LENGTH_STEP = 16  # groups are padded to a multiple of this many tokens: few compiled shapes
+_ENCODER_LAYER = re.compile(r"(.*/)?layer_(\d+)")
+
+
+def _paths(tree: Mapping, prefix: str = "") -> list[str]:
+    """The ``/``-joined path of every submodule in a Linen ``params`` tree, in order."""
+    paths = []
+    for name, value in tree.items():
+        if isinstance(value, Mapping):
+            path = f"{prefix}{name}"
+            paths += [path, *_paths(value, path + "/")]
+    return paths
+
+
+class TextIBA(TextExplainer):
+    """IBA on the token states after one encoder layer of a Flax text model, one
+    :class:`iba.text.TokenMap` per text (the PyTorch ``TextIBA``'s API and maps).
+
+    Args:
+        model: a Linen ``(module, variables)`` pair, a bound Linen module or an ``nnx.Module``
+            that takes ``{"input_ids", "attention_mask"}`` and returns logits, e.g.
+            ``iba_jax.models.minilm_sentiment()``; left exactly as it was.
+        tokenizer: its tokenizer: ``iba.models.minilm.Tokenizer()`` for the bundled MiniLM, a
+            ``tokenizers.Tokenizer`` or a Hugging Face fast tokenizer.
+        layer: the encoder layer whose output is bottlenecked: an index into the encoder layers
+            (the module paths ending ``layer_<i>``, e.g. ``encoder/layer_3``), a Flax module
+            path, or a Hugging Face name (``"encoder.layer.3"``).
+        labels: the class names, for display (e.g. ``("rotten", "fresh")``).
+        max_length, max_tokens, estimator, config, **fields: as for
+            ``iba.text_explainer.TextExplainer``.
+
+    Example:
+        >>> from iba.models.minilm import Tokenizer  # doctest: +SKIP
+        >>> from iba_jax.models import minilm_sentiment  # doctest: +SKIP
+        >>> explainer = TextIBA(minilm_sentiment(), Tokenizer(), layer=3)  # doctest: +SKIP
+    """
+
+    explainer_type = IBA
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        *,
+        layer: str | int,
+        max_length: int | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        estimator: Estimator | str | os.PathLike | None = None,
+        labels: Sequence[str] | None = None,
+        config: Config | None = None,
+        **fields: Any,
+    ):
+        super().__init__(
+            model,
+            tokenizer,
+            layer=layer,
+            max_length=max_length,
+            max_tokens=max_tokens,
+            estimator=estimator,
+            labels=labels,
+            config=config,
+            **fields,
+        )
+
+    def check_model(self, model: Any) -> None:
+        linen = (
+            isinstance(model, tuple) and len(model) in (2, 3) and isinstance(model[0], nn.Module)
+        )
+        bound = isinstance(model, nn.Module) and model.scope is not None
+        if not (linen or bound or isinstance(model, nnx.Module)):
+            raise TypeError(
+                "model must be a Flax Linen (module, variables) pair, a bound Linen module or an "
+                f"nnx.Module; got {type(model).__name__}"
+            )
+
+    def _module(self) -> tuple[Any, Any, dict]:
+        """``(module, variables, apply_kwargs)`` of a Linen model; ``(model, None, {})`` for NNX."""
+        model = self.model
+        if isinstance(model, tuple):
+            return model[0], model[1], dict(model[2]) if len(model) == 3 else {}
+        if isinstance(model, nn.Module):
+            module, variables = model.unbind()
+            return module, variables, {}
+        return model, None, {}
+
+    def _layer_names(self) -> list[str]:
+        module, variables, _ = self._module()
+        if variables is None:
+            return ["/".join(map(str, p)) for p, _ in nnx.iter_modules(module) if p]
+        return _paths(variables.get("params", {}))
+
+    def encoder_layers(self) -> list[str]:
+        found = [name for name in self._layer_names() if _ENCODER_LAYER.fullmatch(name)]
+        return sorted(found, key=lambda n: int(_ENCODER_LAYER.fullmatch(n).group(2)))  # type: ignore[union-attr]
+
+    def resolve_layer(self, layer: Any) -> str:
+        if not isinstance(layer, str):
+            return super().resolve_layer(layer)
+        names = self._layer_names()
+        for name in (layer, flax_path(layer)):  # a Hugging Face name: encoder.layer.3
+            if name in names:
+                return name
+        raise ValueError(
+            f"layer {layer!r} not found in the model: its encoder layers are "
+            f"{self.encoder_layers()} (a Flax module path, or a Hugging Face name such as "
+            "'encoder.layer.3')"
+        )
+
+    def model_limits(self) -> list[int]:
+        limits = super().model_limits()
+        module = self._module()[0]
+        positions = getattr(getattr(module, "config", None), "max_position_embeddings", None)
+        return [*limits, positions] if isinstance(positions, int) else limits
+
+    def padded_length(self, longest: int) -> int:
+        return -(-longest // LENGTH_STEP) * LENGTH_STEP
+
+    def model_inputs(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: inputs[k].astype(np.int32) for k in ("input_ids", "attention_mask")}
+
+    def logits(self, inputs: Any) -> np.ndarray | None:
+        module, variables, kwargs = self._module()
+        x = {k: jnp.asarray(v) for k, v in inputs.items()}
+        if variables is None:
+            outputs = module(x)
+        else:
+            if getattr(self, "_forward", None) is None:  # one compiled forward per explainer
+                self._forward = jax.jit(lambda v, x: module.apply(v, x, **kwargs))
+            outputs = self._forward(variables, x)
+        if not hasattr(outputs, "ndim"):
+            return None
+        logits = np.asarray(outputs, np.float64)
+        n = inputs["input_ids"].shape[0]
+        return logits if logits.ndim == 2 and logits.shape[0] == n else None
