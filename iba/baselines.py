@@ -579,7 +579,7 @@ def occlusion(
     target: Any = None,
     *,
     patch: int = 8,
-    baseline: float = 0.0,
+    baseline: float | str = 0.0,
     batch_size: int = 64,
 ) -> np.ndarray:
     """Occlusion (Zeiler & Fergus, 2014): the drop of the target's logit when a ``patch`` x
@@ -590,13 +590,23 @@ def occlusion(
     leaves those pixels at 0 instead). The IBA paper uses 8x8 and 14x14 patches.
 
     Args:
+        baseline: the value of the occluded pixels, or ``"mean"``: each image's per-channel mean
+            (the IBA paper's occlusion, and Captum's with that baseline; docs/metrics.md).
         batch_size: occluded images per call of the model.
     """
     check_positive_int("batch_size", batch_size)
-    fill = float(model.numpy(baseline))
+    if isinstance(baseline, str) and baseline != "mean":
+        raise ValueError(
+            f"baseline must be a number or 'mean' (each image's per-channel mean), got {baseline!r}"
+        )
+    fill = None if isinstance(baseline, str) else float(model.numpy(baseline))
     images, tensors = _prepare(model, x)
     n = len(images)
     channel, spatial = _axes(model.layout)
+    if fill is None:  # (N, C, 1, 1) or (N, 1, 1, C): per image and channel
+        fills = images.mean(axis=spatial, keepdims=True, dtype=np.float64).astype(images.dtype)
+    else:
+        fills = np.full((n, 1, 1, 1), fill, dtype=images.dtype)
     grid, n_tiles = patch_grid(images.shape[spatial[0]], images.shape[spatial[1]], patch)
     logits = _all_logits(model, tensors, n, batch_size)
     if target is None:
@@ -613,7 +623,7 @@ def occlusion(
         keep = np.expand_dims(grid[None] != tile[:, None, None], channel).astype(images.dtype)
         # x * keep + fill * (1 - keep) is x or fill exactly (x is finite, keep is 0 or 1)
         occluded = model.take(tensors, image) * model.from_numpy(keep) + model.from_numpy(
-            fill * (1 - keep)
+            fills[image] * (1 - keep)
         )
         scores = check_logits(model.logits(occluded), len(r))[np.arange(len(r)), row_labels[r]]
         drops[index] = reference[image] - scores

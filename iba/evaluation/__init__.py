@@ -13,9 +13,15 @@ per-input values and their mean.
 - :func:`insertion`, :func:`deletion`: AUC of pixel insertion / deletion (RISE, CoIBA).
 - :func:`confidence_drop_increase`: M2IB's confidence drop and increase for dual encoders.
 - :func:`text_degradation`: target probability and accuracy after deleting the top-k tokens.
+
+The defaults are this library's definitions (docs/mathematics.md section 7); ``variant="iba-paper"``
+(degradation, sensitivity-n) and ``variant="coiba-paper"`` (insertion, deletion, with
+``preprocess=``) reproduce the papers' code, and the bounding-box result also holds the IBA
+paper's second ratio. docs/metrics.md lists every difference (:data:`VARIANTS`).
 """
 
 from iba.evaluation._batching import SCORES
+from iba.evaluation._variants import VARIANTS
 from iba.evaluation.blur import convolution_matrix, gaussian_blur, gaussian_kernel_1d
 from iba.evaluation.bounding_box import BoundingBoxResult, bounding_box_ratio, box_mask
 from iba.evaluation.degradation import DegradationResult, degradation, removal_steps
@@ -28,6 +34,7 @@ __all__ = [
     "FRACTIONS",
     "PIXELS_PER_STEP",
     "SCORES",
+    "VARIANTS",
     "BoundingBoxResult",
     "ConfidenceResult",
     "CurveResult",

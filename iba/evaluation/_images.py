@@ -86,20 +86,37 @@ def warn_constant(
     return constant
 
 
-def tile_grid(height: int, width: int, tile_size: int) -> tuple[np.ndarray, int]:
+TILE_REMAINDERS = ("split", "merge")
+"""Where ``tile_size`` does not divide the image: ``"split"`` cuts smaller tiles at the right and
+bottom edges (the library), ``"merge"`` adds the leftover pixels to the last row / column of
+tiles (the IBA paper's code, docs/metrics.md)."""
+
+
+def tile_grid(
+    height: int, width: int, tile_size: int, remainder: str = "split"
+) -> tuple[np.ndarray, int]:
     """``(H, W)`` map of tile indices (row-major) and the number of tiles.
 
-    Tiles are ``tile_size`` x ``tile_size`` from the top-left corner; where the size does not
-    divide the image, the last row / column of tiles is smaller.
+    Tiles are ``tile_size`` x ``tile_size`` from the top-left corner. Where the size does not
+    divide the image, ``remainder="split"`` makes the last row / column of tiles smaller
+    (``ceil(H / tile_size)`` rows), ``"merge"`` makes it larger (``floor(H / tile_size)`` rows,
+    the IBA paper's ``GridView``). docs/mathematics.md section 7.
     """
     if int(tile_size) != tile_size or tile_size < 1:
         raise ValueError(f"tile_size must be a positive integer, got {tile_size!r}")
     if tile_size > min(height, width):
         raise ValueError(f"tile_size {tile_size} is larger than the {height}x{width} image")
-    rows = -(-height // tile_size)
-    cols = -(-width // tile_size)
+    if remainder not in TILE_REMAINDERS:
+        raise ValueError(
+            f"unknown remainder {remainder!r}; choose one of: {', '.join(TILE_REMAINDERS)}"
+        )
     tile_rows = np.arange(height) // tile_size
     tile_cols = np.arange(width) // tile_size
+    if remainder == "split":
+        rows, cols = -(-height // tile_size), -(-width // tile_size)
+    else:
+        rows, cols = height // tile_size, width // tile_size
+        tile_rows, tile_cols = np.minimum(tile_rows, rows - 1), np.minimum(tile_cols, cols - 1)
     return tile_rows[:, None] * cols + tile_cols[None, :], rows * cols
 
 

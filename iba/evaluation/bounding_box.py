@@ -1,4 +1,4 @@
-"""Bounding-box ratio (docs/mathematics.md section 7; Schulz et al., ICLR 2020, section 4).
+"""Bounding-box ratio (docs/mathematics.md section 7.2; Schulz et al., ICLR 2020, section 4).
 
 With ``n`` the number of pixels inside the object's box, the score is the fraction of the ``n``
 highest-scored heatmap pixels that lie inside the box. Pixels tied with the ``n``-th highest value
@@ -7,6 +7,9 @@ depend on pixel order: a constant heatmap scores the box's share of the image, t
 Images whose box covers more than ``max_box_fraction`` (33 %) of the image are skipped: their
 score is NaN, ``skipped`` marks them and the mean is over the others. Paper (ImageNet,
 ResNet-50): IBA 0.606, random 0.167.
+
+The paper's script also reports a second ratio, returned as ``mass_shares``: the share of the
+map's total value inside the box, ``sum(map * box) / sum(map)`` (docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ class BoundingBoxResult(NamedTuple):
     """``(N,)`` boolean: the box covers more than ``max_box_fraction`` of the image."""
     box_fractions: np.ndarray
     """``(N,)`` share of the image inside the box (the random heatmap's expected score)."""
+    mass_shares: np.ndarray
+    """``(N,)`` share of the map's total inside the box, ``sum(map * box) / sum(map)`` (the IBA
+    paper's second ratio); NaN where skipped or where it is undefined (a map with a negative
+    value or a zero total)."""
+    mass_mean: float
+    """Mean of ``mass_shares`` over the images where it is defined (NaN if it is nowhere)."""
 
 
 def box_mask(boxes: np.ndarray | Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
@@ -84,6 +93,14 @@ def top_n_share(heatmap: np.ndarray, mask: np.ndarray) -> float:
     return float((np.count_nonzero(inside & above) + share_of_ties) / n)
 
 
+def mass_share(heatmap: np.ndarray, mask: np.ndarray) -> float:
+    """``sum(heatmap * mask) / sum(heatmap)``; NaN unless the map is >= 0 with a positive total."""
+    total = float(heatmap.sum())
+    if np.any(heatmap < 0) or not total > 0:
+        return float("nan")
+    return float(heatmap[mask].sum()) / total
+
+
 def bounding_box_ratio(
     heatmaps: np.ndarray,
     boxes: np.ndarray | Sequence[np.ndarray],
@@ -96,10 +113,15 @@ def bounding_box_ratio(
         heatmaps: ``(N, H, W)`` at the image size.
         boxes: ``(N, 4)`` boxes ``(x1, y1, x2, y2)`` in pixels, upper bounds exclusive, or a
             sequence of ``(m, 4)`` arrays per image (their union); see :func:`box_mask`.
-        max_box_fraction: images whose box covers more of the image are skipped.
+        max_box_fraction: images whose box covers more than this share of the image (the
+            paper's 0.33) are skipped: their ``scores`` and ``mass_shares`` are NaN, ``skipped``
+            marks them and both means leave them out. Pass ``1.0`` to keep every image.
 
     Returns:
-        :class:`BoundingBoxResult`; skipped images score NaN and are left out of the mean.
+        :class:`BoundingBoxResult`; skipped images score NaN and are left out of the mean. Its
+        ``mass_shares`` are the paper's second ratio, the share of the map's total inside the box,
+        defined for maps without negative values and with a positive total (NaN otherwise, without
+        a warning: signed maps such as Gradient x Input have no such share; shift or clip them).
 
     Raises ``ValueError`` for empty boxes, boxes outside the image, heatmaps with NaN, and a
     number of boxes that differs from the number of heatmaps. Constant heatmaps warn
@@ -114,8 +136,10 @@ def bounding_box_ratio(
     skipped = box_fractions > max_box_fraction
     warn_constant(maps[~skipped], "bounding_box_ratio", "they score the box's share of the image")
     scores = np.full(len(maps), np.nan)
+    shares = np.full(len(maps), np.nan)
     for i in np.flatnonzero(~skipped):
         scores[i] = top_n_share(maps[i], masks[i])
+        shares[i] = mass_share(maps[i], masks[i])
     if skipped.all():
         warnings.warn(
             f"bounding_box_ratio: all {len(maps)} boxes cover more than {max_box_fraction:.0%} of "
@@ -126,4 +150,6 @@ def bounding_box_ratio(
         mean = float("nan")
     else:
         mean = float(np.mean(scores[~skipped]))
-    return BoundingBoxResult(scores, mean, skipped, box_fractions)
+    defined = ~np.isnan(shares)
+    mass_mean = float(np.mean(shares[defined])) if defined.any() else float("nan")
+    return BoundingBoxResult(scores, mean, skipped, box_fractions, shares, mass_mean)

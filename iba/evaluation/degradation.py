@@ -12,6 +12,9 @@ per image as ``(s - b) / (t1 - b)`` (``t1``: unperturbed score, ``b``: fully deg
 same image for both orders); the score is the area between the LeRF and the MoRF curve over the
 removed fraction in ``[0, 1]`` (trapezoid rule). Paper (ImageNet, ResNet-50, 8x8 tiles): IBA 0.573,
 Grad-CAM 0.536, Saliency 0.287, random 0.000.
+
+``variant="iba-paper"`` records the paper's grid instead (:func:`removal_steps`) and merges the
+leftover pixels into the last tiles as the paper's ``GridView`` does (docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ from iba.evaluation._images import (
     to_model,
     warn_constant,
 )
+from iba.evaluation._variants import check_variant
+
+DEGRADATION_VARIANTS = ("library", "iba-paper")
+"""``"library"``: an even grid up to all tiles; ``"iba-paper"``: the paper's recorded grid."""
 
 FLAT_TOLERANCE = 1e-12
 """``|t1 - b|`` at or below this counts as a model whose score does not change (see
@@ -49,7 +56,8 @@ class DegradationResult(NamedTuple):
     mean: float
     """Mean of ``scores``."""
     fractions: np.ndarray
-    """``(K,)`` removed fraction of the tiles, ``0`` to ``1``."""
+    """``(K,)`` removed fraction of the tiles, from ``0`` to ``1`` (to ``< 1`` on the IBA paper's
+    grid)."""
     morf: np.ndarray
     """``(N, K)`` normalised MoRF curves ``(s - b) / (t1 - b)``."""
     lerf: np.ndarray
@@ -60,16 +68,30 @@ class DegradationResult(NamedTuple):
     """``(N, K)`` target scores under LeRF, before normalisation."""
     targets: np.ndarray
     """``(N,)`` the classes scored."""
+    degraded: np.ndarray
+    """``(N,)`` target score ``b`` of the fully degraded image (every tile removed), which
+    normalises the curves; the last point of ``morf_raw`` in the library variant."""
 
 
-def removal_steps(n_tiles: int, n_points: int) -> np.ndarray:
-    """Numbers of removed tiles: ``n_points`` on an even grid from 0 to ``n_tiles`` (both included).
+def removal_steps(n_tiles: int, n_points: int, variant: str = "library") -> np.ndarray:
+    """Numbers of removed tiles at which the score is recorded (docs/mathematics.md section 7.1).
 
-    Rounded and deduplicated, so fewer points are recorded if ``n_tiles + 1 < n_points``.
+    ``"library"``: ``n_points`` on an even grid from 0 to ``n_tiles``, both included; rounded and
+    deduplicated, so fewer points are recorded if ``n_tiles + 1 < n_points``.
+
+    ``"iba-paper"``: the points the IBA paper's code records. It removes one tile per step and
+    records the image after step ``s`` (``s + 1`` tiles removed) for ``s`` in
+    ``round(linspace(0, 1, n_points) * n_tiles)``, after the unperturbed image; the last ``s``
+    (``n_tiles``) is never reached, so the fully degraded image is not on the curve: for 784
+    tiles and 100 points, ``0, 1, 9, 17, 25, ..., 777``.
     """
+    check_variant(variant, "removal_steps", DEGRADATION_VARIANTS)
     if int(n_points) != n_points or n_points < 2:
         raise ValueError(f"n_points must be an integer >= 2, got {n_points!r}")
-    return np.unique(np.round(np.linspace(0, n_tiles, int(n_points))).astype(np.int64))
+    if variant == "library":
+        return np.unique(np.round(np.linspace(0, n_tiles, int(n_points))).astype(np.int64))
+    after_step = np.round(np.linspace(0, 1, int(n_points)) * n_tiles).astype(np.int64)
+    return np.r_[0, np.unique(after_step[after_step < n_tiles]) + 1].astype(np.int64)
 
 
 def _area(curves: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -88,6 +110,7 @@ def degradation(
     data_format: str = "channels_last",
     batch_size: int = 64,
     progress: bool = True,
+    variant: str = "library",
 ) -> DegradationResult:
     """Degradation test: area between the LeRF and MoRF curves (IBA paper, section 4).
 
@@ -108,6 +131,11 @@ def degradation(
         batch_size: perturbed images per model call (on a CPU, small batches of 8 to 16 are often
             fastest: EfficientNet-Lite0 on 2 cores runs a third faster at 8 than at 64).
         progress: show a tqdm progress bar (if tqdm is installed).
+        variant: ``"library"`` (default) or ``"iba-paper"``: the paper's code's recorded points
+            (:func:`removal_steps`; the fully degraded image, scored on its own, still gives
+            ``b``) and tiles that merge the leftover pixels into the last row / column where
+            ``tile_size`` does not divide the image. The area is taken over the recorded
+            points, which end before all tiles are removed (docs/metrics.md).
 
     Returns:
         :class:`DegradationResult` with the per-image ``scores``, their ``mean`` and the curves.
@@ -118,14 +146,15 @@ def degradation(
     ``RuntimeWarning`` names it. Constant heatmaps warn too (both orders remove the tiles in
     row-major order, so their score is 0).
     """
+    check_variant(variant, "degradation", DEGRADATION_VARIANTS)
     check_score(score)
     batch_size = check_batch_size(batch_size)
     x = check_images(images, data_format)
     n, height, width, _ = x.shape
     maps = check_heatmaps(heatmaps, (n, height, width))
-    tiles, n_tiles = tile_grid(height, width, tile_size)
-    steps = removal_steps(n_tiles, n_points)
-    n_steps = len(steps)
+    remainder = "split" if variant == "library" else "merge"
+    tiles, n_tiles = tile_grid(height, width, tile_size, remainder)
+    steps = removal_steps(n_tiles, n_points, variant)
     constant = warn_constant(
         maps, "degradation", "MoRF and LeRF are the same curve and the score is 0"
     )
@@ -140,15 +169,18 @@ def degradation(
             ranks[i, o, order] = np.arange(n_tiles)
     fill = x.mean(axis=(1, 2), dtype=np.float64).astype(x.dtype)  # (N, C) per-channel means
 
-    # One model input per (image, order, step); LeRF shares the first and last step with MoRF.
-    lerf_steps = np.arange(1, n_steps - 1)
-    job_step = np.tile(np.concatenate([np.arange(n_steps), lerf_steps]), n)
-    job_order = np.tile(np.r_[np.zeros(n_steps, np.int64), np.ones(len(lerf_steps), np.int64)], n)
-    job_image = np.repeat(np.arange(n), n_steps + len(lerf_steps))
+    # One model input per (image, order, removed tiles): MoRF at every recorded point and at all
+    # tiles (b), LeRF where it differs from MoRF (neither nothing nor everything removed).
+    morf_k = np.union1d(steps, [n_tiles])
+    lerf_k = steps[(steps > 0) & (steps < n_tiles)]
+    per_image = len(morf_k) + len(lerf_k)
+    job_k = np.tile(np.r_[morf_k, lerf_k], n)
+    job_order = np.tile(np.r_[np.zeros(len(morf_k), np.int64), np.ones(len(lerf_k), np.int64)], n)
+    job_image = np.repeat(np.arange(n), per_image)
 
     def build(index: np.ndarray) -> np.ndarray:
         img = job_image[index]
-        removed = (ranks[img, job_order[index]] < steps[job_step[index]][:, None])[:, tiles]
+        removed = (ranks[img, job_order[index]] < job_k[index][:, None])[:, tiles]
         batch = x[img]
         np.copyto(batch, fill[img][:, None, None, :], where=removed[..., None])
         return to_model(batch, data_format)
@@ -158,13 +190,14 @@ def degradation(
         batch_size, "degradation", progress,
     )  # fmt: skip
 
-    morf_raw = np.empty((n, n_steps))
-    lerf_raw = np.empty((n, n_steps))
-    morf_raw[job_image[job_order == 0], job_step[job_order == 0]] = values[job_order == 0]
-    lerf_raw[job_image[job_order == 1], job_step[job_order == 1]] = values[job_order == 1]
-    lerf_raw[:, 0], lerf_raw[:, -1] = morf_raw[:, 0], morf_raw[:, -1]
+    values = values.reshape(n, per_image)
+    morf_values, lerf_values = values[:, : len(morf_k)], values[:, len(morf_k) :]
+    morf_raw = morf_values[:, np.searchsorted(morf_k, steps)]
+    lerf_raw = morf_raw.copy()  # nothing or everything removed: the same image in both orders
+    lerf_raw[:, (steps > 0) & (steps < n_tiles)] = lerf_values
+    degraded = morf_values[:, -1]
 
-    t1, b = morf_raw[:, :1], morf_raw[:, -1:]
+    t1, b = morf_raw[:, :1], degraded[:, None]
     flat = np.abs(t1 - b)[:, 0] <= FLAT_TOLERANCE
     if flat.any():
         which = np.flatnonzero(flat)
@@ -183,5 +216,5 @@ def degradation(
     fractions = steps / n_tiles
     scores = _area(lerf, fractions) - _area(morf, fractions)
     return DegradationResult(
-        scores, float(scores.mean()), fractions, morf, lerf, morf_raw, lerf_raw, target
+        scores, float(scores.mean()), fractions, morf, lerf, morf_raw, lerf_raw, target, degraded
     )

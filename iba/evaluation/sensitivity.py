@@ -1,5 +1,5 @@
-"""Sensitivity-n (docs/mathematics.md section 7; Ancona et al., "Towards better understanding of gradient-based
-attribution methods for deep neural networks", ICLR 2018).
+"""Sensitivity-n (docs/mathematics.md section 7.3; Ancona et al., "Towards better understanding of
+gradient-based attribution methods for deep neural networks", ICLR 2018).
 
 For ``n_values`` log-spaced subset sizes ``n`` up to ``max_fraction`` (80 %) of the tiles, draw
 ``n_subsets`` random tile subsets per image, set each subset to ``baseline`` (zero) and record the
@@ -7,6 +7,10 @@ drop of the target's logit. One Pearson correlation per ``n`` between the drops 
 attribution over the removed pixels, pooled over all images and subsets. A perfect linear
 attribution (gradient x input of a linear model) correlates 1 for every ``n``. Quantus'
 SensitivityN is a different, cumulative metric.
+
+``variant="iba-paper"`` follows the IBA paper's script instead: its subset sizes (repeats kept),
+one set of subsets shared by all images, and the leftover pixels merged into the last tiles
+(docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -25,13 +29,17 @@ from iba.evaluation._batching import (
     resolve_targets,
 )
 from iba.evaluation._images import check_heatmaps, check_images, tile_grid, tile_sums, to_model
+from iba.evaluation._variants import check_variant
+
+SENSITIVITY_VARIANTS = ("library", "iba-paper")
+"""``"library"``: distinct sizes, subsets drawn per image; ``"iba-paper"``: the paper's script."""
 
 
 class SensitivityNResult(NamedTuple):
     """Sensitivity-n: one pooled correlation per subset size."""
 
     ns: np.ndarray
-    """``(J,)`` subset sizes, in tiles."""
+    """``(J,)`` subset sizes, in tiles (repeats possible in the IBA paper's variant)."""
     correlations: np.ndarray
     """``(J,)`` Pearson correlation per ``n``, pooled over images and subsets (NaN if undefined)."""
     mean: float
@@ -46,16 +54,29 @@ class SensitivityNResult(NamedTuple):
     """``(N,)`` the classes scored."""
 
 
-def subset_sizes(n_tiles: int, n_values: int = 16, max_fraction: float = 0.8) -> np.ndarray:
-    """``n_values`` log-spaced sizes from 1 to ``floor(max_fraction * n_tiles)``.
+def subset_sizes(
+    n_tiles: int, n_values: int = 16, max_fraction: float = 0.8, variant: str = "library"
+) -> np.ndarray:
+    """``n_values`` log-spaced subset sizes up to ``max_fraction`` of the tiles (section 7.3).
 
-    Rounded, then made strictly increasing by raising repeats (1, 2, 2, 4 becomes 1, 2, 3, 4); if
-    fewer distinct sizes exist, all of ``1 .. floor(max_fraction * n_tiles)`` are used.
+    ``"library"``: from 1 to ``floor(max_fraction * n_tiles)``, rounded, then made strictly
+    increasing by raising repeats (1, 2, 2, 4 becomes 1, 2, 3, 4); if fewer distinct sizes exist,
+    all of ``1 .. floor(max_fraction * n_tiles)`` are used.
+
+    ``"iba-paper"``: the IBA paper's script, ``round(exp(linspace(log 1, log(max_fraction *
+    n_tiles), n_values)))``: the largest size is rounded, not floored (205 of 256 tiles, where
+    the library stops at 204), and repeated sizes are kept: for 256 tiles ``1, 1, 2, 3, 4, 6, 8,
+    12, 17, 24, 35, 50, 71, 101, 144, 205`` (the library: ``1, 2, 3, 4, 5, 6, 8, 12, 17, 24, 35,
+    49, 70, 100, 143, 204``).
     """
+    check_variant(variant, "subset_sizes", SENSITIVITY_VARIANTS)
     if not 0 < max_fraction <= 1:
         raise ValueError(f"max_fraction must be in (0, 1], got {max_fraction}")
     if int(n_values) != n_values or n_values < 1:
         raise ValueError(f"n_values must be a positive integer, got {n_values!r}")
+    if variant == "iba-paper":
+        top = np.log(max_fraction * n_tiles)
+        return np.round(np.exp(np.linspace(0.0, top, int(n_values)))).astype(np.int64)
     largest = max(1, int(np.floor(max_fraction * n_tiles)))
     ns = np.round(np.geomspace(1, largest, int(n_values))).astype(np.int64)
     for j in range(1, len(ns)):
@@ -96,6 +117,7 @@ def sensitivity_n(
     data_format: str = "channels_last",
     batch_size: int = 64,
     progress: bool = True,
+    variant: str = "library",
 ) -> SensitivityNResult:
     """Sensitivity-n: correlation of the output drop with the attribution of removed tiles.
 
@@ -117,6 +139,11 @@ def sensitivity_n(
         data_format: ``"channels_last"`` or ``"channels_first"``.
         batch_size: perturbed images per model call.
         progress: show a tqdm progress bar (if tqdm is installed).
+        variant: ``"library"`` (default) or ``"iba-paper"``: the paper's script's subset sizes
+            (:func:`subset_sizes`, repeats kept), one set of ``n_subsets`` subsets per size
+            shared by every image (size ``j`` draws from ``SeedSequence(seed).spawn(J)[j]``, so
+            repeated sizes get fresh subsets), and the leftover pixels merged into the last
+            tiles where ``tile_size`` does not divide the image (docs/metrics.md).
 
     Returns:
         :class:`SensitivityNResult` with one pooled correlation per ``n`` and their mean.
@@ -124,6 +151,7 @@ def sensitivity_n(
     A correlation is NaN, with a ``RuntimeWarning``, where the drops or the attribution sums are
     all equal (a model that ignores its input, or a constant attribution).
     """
+    check_variant(variant, "sensitivity_n", SENSITIVITY_VARIANTS)
     check_score(score)
     batch_size = check_batch_size(batch_size)
     if int(n_subsets) != n_subsets or n_subsets < 2:
@@ -131,11 +159,23 @@ def sensitivity_n(
     x = check_images(images, data_format)
     n_images, height, width, _ = x.shape
     maps = check_heatmaps(attributions, (n_images, height, width), "attributions")
-    tiles, n_tiles = tile_grid(height, width, tile_size)
-    ns = subset_sizes(n_tiles, n_values, max_fraction)
+    paper = variant == "iba-paper"
+    tiles, n_tiles = tile_grid(height, width, tile_size, "merge" if paper else "split")
+    ns = subset_sizes(n_tiles, n_values, max_fraction, variant)
     tile_attribution = tile_sums(maps, tiles, n_tiles)
     fill = np.asarray(baseline, dtype=x.dtype)
-    streams = np.random.SeedSequence(seed).spawn(n_images)
+
+    def draw(streams: list[np.random.SeedSequence]) -> np.ndarray:
+        """``(J * S, n_tiles)`` subsets: size ``j`` from ``streams[j]`` or all from one."""
+        rngs = [np.random.default_rng(s) for s in streams]
+        rngs = rngs if len(rngs) == len(ns) else rngs * len(ns)
+        masks = [random_subsets(r, n_tiles, int(n), n_subsets) for r, n in zip(rngs, ns)]
+        return np.stack(masks).reshape(-1, n_tiles)
+
+    if paper:  # one set of subsets for every image
+        shared = draw(np.random.SeedSequence(seed).spawn(len(ns)))
+    else:
+        streams = np.random.SeedSequence(seed).spawn(n_images)
 
     n_jobs = 1 + len(ns) * n_subsets  # the unperturbed image, then every subset
     drops = np.empty((n_images, len(ns), n_subsets))
@@ -146,9 +186,7 @@ def sensitivity_n(
             model, targets, lambda i: to_model(x[i], data_format), n_images, batch_size, bar
         )
         for i in range(n_images):
-            rng = np.random.default_rng(streams[i])
-            subsets = np.stack([random_subsets(rng, n_tiles, int(n), n_subsets) for n in ns])
-            subsets = subsets.reshape(-1, n_tiles)  # (J * S, n_tiles)
+            subsets = shared if paper else draw([streams[i]])  # (J * S, n_tiles)
             sums[i] = (subsets @ tile_attribution[i]).reshape(len(ns), n_subsets)
 
             def build(index: np.ndarray, i: int = i, subsets: np.ndarray = subsets) -> np.ndarray:

@@ -191,6 +191,20 @@ def test_occlusion_partial_patches(model, x):
     assert np.all(actual[:, 12:, :] != 0)
 
 
+@pytest.mark.parametrize("patch", [4, 8])
+def test_occlusion_with_the_per_channel_mean(model, x, patch):
+    """The papers' setting (docs/metrics.md): Captum's occlusion, window = stride, each image's
+    per-channel mean as the baseline."""
+    window = (C, patch, patch)
+    mean = x.mean(dim=(2, 3), keepdim=True).expand_as(x).contiguous()
+    expected = Occlusion(model).attribute(
+        x, sliding_window_shapes=window, strides=window, baselines=mean, target=TARGET
+    )
+    actual = baselines.occlusion(model, x, TARGET, patch=patch, baseline="mean", batch_size=5)
+    close(actual, expected[:, 0], **F32_TOL)
+    assert not np.allclose(actual, baselines.occlusion(model, x, TARGET, patch=patch))
+
+
 @pytest.mark.parametrize("layer", ["features.5", "module", "features.4"])
 def test_grad_cam(model, x, layer):
     module = model.features[5] if layer == "module" else model.get_submodule(layer)
