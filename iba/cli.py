@@ -509,12 +509,19 @@ def _fit_or_load(args: argparse.Namespace, run: Any, explainer: Any, layer: str)
     except ValueError as err:  # e.g. a layer of a user's model without image features
         raise UserError(f"--layer {layer}: {err}") from None
     stored = shared.in_layout(estimator, "channels_first") if run.bundled else estimator
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start  # save_estimators replaces the file only when complete
+    _cache_estimator(args, path, seconds, lambda p: iba.save_estimators(p, [stored]))
+    return path
+
+
+def _cache_estimator(
+    args: argparse.Namespace, path: Path, seconds: float, write: Callable[[Path], None]
+) -> None:
+    """Write a fitted estimator to the cache with ``write(path)`` and say where it went, or why
+    it could not be cached (the explanation goes on without the cache)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        iba.save_estimators(tmp, [stored])
-        tmp.replace(path)
+        write(path)
     except OSError as err:
         _note(
             args,
@@ -522,7 +529,6 @@ def _fit_or_load(args: argparse.Namespace, run: Any, explainer: Any, layer: str)
         )
     else:
         _note(args, f"estimator: {seconds:.1f} s, cached in {path}")
-    return path
 
 
 def _note(args: argparse.Namespace, message: str) -> None:
@@ -806,17 +812,7 @@ def _text_estimator(args: argparse.Namespace, explainer: Any, layer: int) -> Non
     )
     start = time.perf_counter()
     explainer.estimate(snippets, progress=not args.quiet)
-    seconds = time.perf_counter() - start
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        explainer.save_estimator(path)
-    except OSError as err:
-        _note(
-            args,
-            f"estimator: {seconds:.1f} s, not cached ({err}; set IBA_CACHE to a writable folder)",
-        )
-    else:
-        _note(args, f"estimator: {seconds:.1f} s, cached in {path}")
+    _cache_estimator(args, path, time.perf_counter() - start, explainer.save_estimator)
 
 
 def _demo_snippets(args: argparse.Namespace) -> tuple[list[str], list[int]]:

@@ -125,3 +125,13 @@ def linen_session(model: object, paths: Sequence[Path]) -> LinenSession | None:
             )
         return LinenSession(model[0].clone(), model[1], kwargs, paths, owner=model[0])
     return None
+
+
+def param_paths(params: Mapping, prefix: str = "") -> list[str]:
+    """The ``/``-joined path of every submodule in a Linen ``params`` tree, in order."""
+    paths = []
+    for name, value in params.items():
+        if isinstance(value, Mapping):
+            path = f"{prefix}{name}"
+            paths += [path, *param_paths(value, path + "/")]
+    return paths

@@ -11,6 +11,7 @@ from flax import nnx
 
 from iba.demo.runners import Runner, not_a_model, preprocess
 from iba_jax import IBA, models
+from iba_jax.linen import param_paths
 
 
 class JaxRunner(Runner):
@@ -31,7 +32,7 @@ class JaxRunner(Runner):
             module, variables, *kwargs = self.model
             apply_kwargs = kwargs[0] if kwargs else {}
             self._forward = jax.jit(lambda x: module.apply(variables, x, **apply_kwargs))
-            self._paths: list[str] | None = _module_paths(variables.get("params", {}))
+            self._paths: list[str] | None = param_paths(variables.get("params", {}))
         else:  # an nnx.Module or a bound Linen module
             self._forward = self.model
             self._paths = None
@@ -70,13 +71,3 @@ class JaxRunner(Runner):
         from iba_jax.text import TextIBA
 
         return TextIBA(minilm_sentiment(), Tokenizer(), layer=layer, labels=LABELS, **config)
-
-
-def _module_paths(params: dict, prefix: str = "") -> list[str]:
-    """The ``/``-joined path of every submodule in a Linen ``params`` tree."""
-    paths = []
-    for name, value in params.items():
-        if isinstance(value, dict):
-            path = f"{prefix}{name}"
-            paths += [path, *_module_paths(value, path + "/")]
-    return paths

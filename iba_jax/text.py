@@ -9,9 +9,7 @@ takes ``{"input_ids", "attention_mask"}`` (``(N, T)`` integers) and returns logi
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -20,24 +18,13 @@ import numpy as np
 from flax import linen as nn
 from flax import nnx
 
-from iba.config import Config
-from iba.estimator import Estimator
-from iba.text_explainer import DEFAULT_MAX_TOKENS, TextExplainer
+from iba.text_explainer import TextExplainer
 from iba_jax.explainer import IBA
+from iba_jax.linen import param_paths
 from iba_jax.models.efficientnet_lite import flax_path
 
 LENGTH_STEP = 16  # groups are padded to a multiple of this many tokens: few compiled shapes
 _ENCODER_LAYER = re.compile(r"(.*/)?layer_(\d+)")
-
-
-def _paths(tree: Mapping, prefix: str = "") -> list[str]:
-    """The ``/``-joined path of every submodule in a Linen ``params`` tree, in order."""
-    paths = []
-    for name, value in tree.items():
-        if isinstance(value, Mapping):
-            path = f"{prefix}{name}"
-            paths += [path, *_paths(value, path + "/")]
-    return paths
 
 
 class TextIBA(TextExplainer):
@@ -65,31 +52,6 @@ class TextIBA(TextExplainer):
 
     explainer_type = IBA
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any = None,
-        *,
-        layer: str | int,
-        max_length: int | None = None,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
-        estimator: Estimator | str | os.PathLike | None = None,
-        labels: Sequence[str] | None = None,
-        config: Config | None = None,
-        **fields: Any,
-    ):
-        super().__init__(
-            model,
-            tokenizer,
-            layer=layer,
-            max_length=max_length,
-            max_tokens=max_tokens,
-            estimator=estimator,
-            labels=labels,
-            config=config,
-            **fields,
-        )
-
     def check_model(self, model: Any) -> None:
         linen = (
             isinstance(model, tuple) and len(model) in (2, 3) and isinstance(model[0], nn.Module)
@@ -115,7 +77,7 @@ class TextIBA(TextExplainer):
         module, variables, _ = self._module()
         if variables is None:
             return ["/".join(map(str, p)) for p, _ in nnx.iter_modules(module) if p]
-        return _paths(variables.get("params", {}))
+        return param_paths(variables.get("params", {}))
 
     def encoder_layers(self) -> list[str]:
         found = [name for name in self._layer_names() if _ENCODER_LAYER.fullmatch(name)]

@@ -10,17 +10,14 @@ truncated with a warning.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
 from iba.config import Config
-from iba.estimator import Estimator
-from iba.text_explainer import DEFAULT_MAX_TOKENS, TextExplainer
+from iba.text_explainer import TextExplainer
 from iba_tf._graph import all_layers
 from iba_tf.explainer import IBA
 
@@ -51,31 +48,6 @@ class TextIBA(TextExplainer):
     """
 
     explainer_type = IBA
-
-    def __init__(
-        self,
-        model: keras.Model,
-        tokenizer: Any = None,
-        *,
-        layer: str | int,
-        max_length: int | None = None,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
-        estimator: Estimator | str | os.PathLike | None = None,
-        labels: Sequence[str] | None = None,
-        config: Config | None = None,
-        **fields: Any,
-    ):
-        super().__init__(
-            model,
-            tokenizer,
-            layer=layer,
-            max_length=max_length,
-            max_tokens=max_tokens,
-            estimator=estimator,
-            labels=labels,
-            config=config,
-            **fields,
-        )
 
     def check_model(self, model: Any) -> None:
         if not isinstance(model, keras.Model):

