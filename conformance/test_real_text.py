@@ -24,7 +24,7 @@ def reference(tmp_path_factory):
 def test_reference_is_meaningful(reference):
     _, inputs, expected = reference
     assert inputs["targets"][:2].tolist() == [1, 0]  # fresh, rotten
-    assert expected["lengths"].tolist()[-1] == 3  # "meh": [CLS] meh [SEP]
+    assert expected["lengths"].tolist()[-1] == 4  # "meh": [CLS] me ##h [SEP]
     assert len(expected["bits"]) == expected["lengths"].sum()
     assert np.all(expected["bits"] >= 0) and np.all(np.isfinite(expected["bits"]))
     np.testing.assert_array_equal(expected["predictions"], inputs["targets"])
