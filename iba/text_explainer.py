@@ -18,13 +18,15 @@ is here, once:
 
 An adapter subclass (``iba_torch.text.TextIBA``, ``iba_tf.text.TextIBA``,
 ``iba_jax.text.TextIBA``) says how to reach its framework: :meth:`TextExplainer.check_model`,
-:meth:`~TextExplainer.encoder_layers` and :meth:`~TextExplainer.resolve_layer`,
+:meth:`~TextExplainer.layer_names` and :meth:`~TextExplainer.native_name` (or its own
+:meth:`~TextExplainer.resolve_layer`),
 :meth:`~TextExplainer.model_inputs`, :meth:`~TextExplainer.logits`, and the ``IBA`` it runs.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -257,13 +259,29 @@ class TextExplainer:
         found = getattr(self.model, "labels", None)
         return tuple(found) if isinstance(found, (list, tuple)) else None
 
-    def encoder_layers(self) -> list[Any]:
-        """The model's encoder layers, as :meth:`resolve_layer` returns them, in order."""
+    encoder_pattern = re.compile(r"(.*[_/])?layer_(\d+)")
+    """Which of :meth:`layer_names` are encoder layers (group 2: the index): the MiniLM ports'
+    ``encoder_layer_3`` (Keras) and ``encoder/layer_3`` (Flax)."""
+
+    def layer_names(self) -> list[str]:
+        """The model's layers by the names the adapter's ``IBA`` takes, in order."""
         raise NotImplementedError
 
+    def native_name(self, name: str) -> str:
+        """A Hugging Face module name (``encoder.layer.3``) as the framework spells it."""
+        return name
+
+    def encoder_layers(self) -> list[Any]:
+        """The model's encoder layers, as :meth:`resolve_layer` returns them, in order: the
+        :meth:`layer_names` that match :attr:`encoder_pattern`, by index."""
+        matches = [(self.encoder_pattern.fullmatch(n), n) for n in self.layer_names()]
+        indexed = sorted((int(match.group(2)), n) for match, n in matches if match)
+        return [n for _, n in indexed]
+
     def resolve_layer(self, layer: Any) -> Any:
-        """The target the adapter's ``IBA`` takes for ``layer``: by default an index into
-        :meth:`encoder_layers`; subclasses also take the framework's names."""
+        """The target the adapter's ``IBA`` takes for ``layer``: an index into
+        :meth:`encoder_layers`, or a layer name (the framework's, or a Hugging Face name that
+        :meth:`native_name` translates)."""
         blocks = self.encoder_layers()
         if isinstance(layer, (int, np.integer)) and not isinstance(layer, (bool, np.bool_)):
             if not blocks:
@@ -277,9 +295,20 @@ class TextExplainer:
                     f"({blocks[0]!r} ... {blocks[-1]!r})"
                 )
             return blocks[int(layer)]
-        raise TypeError(
-            f"layer must be an index into the encoder layers {blocks} or a layer name; got "
-            f"{layer!r}"
+        if not isinstance(layer, str):
+            raise TypeError(
+                f"layer must be an index into the encoder layers {blocks} or a layer name; got "
+                f"{layer!r}"
+            )
+        names = self.layer_names()
+        for name in (layer, self.native_name(layer)):
+            if name in names:
+                return name
+        others = [n for n in names if n not in blocks]
+        shown = f"{others[:12]}{' ...' if len(others) > 12 else ''}"
+        raise ValueError(
+            f"layer {layer!r} not found in the model: its encoder layers are {blocks} (by index, "
+            f"name or Hugging Face name such as 'encoder.layer.3'); other layers: {shown}"
         )
 
     def model_limits(self) -> list[int]:

@@ -9,7 +9,6 @@ takes ``{"input_ids", "attention_mask"}`` (``(N, T)`` integers) and returns logi
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import jax
@@ -24,7 +23,6 @@ from iba_jax.linen import param_paths
 from iba_jax.models.efficientnet_lite import flax_path
 
 LENGTH_STEP = 16  # groups are padded to a multiple of this many tokens: few compiled shapes
-_ENCODER_LAYER = re.compile(r"(.*/)?layer_(\d+)")
 
 
 class TextIBA(TextExplainer):
@@ -73,28 +71,14 @@ class TextIBA(TextExplainer):
             return module, variables, {}
         return model, None, {}
 
-    def _layer_names(self) -> list[str]:
+    def layer_names(self) -> list[str]:
         module, variables, _ = self._module()
         if variables is None:
             return ["/".join(map(str, p)) for p, _ in nnx.iter_modules(module) if p]
         return param_paths(variables.get("params", {}))
 
-    def encoder_layers(self) -> list[str]:
-        found = [name for name in self._layer_names() if _ENCODER_LAYER.fullmatch(name)]
-        return sorted(found, key=lambda n: int(_ENCODER_LAYER.fullmatch(n).group(2)))  # type: ignore[union-attr]
-
-    def resolve_layer(self, layer: Any) -> str:
-        if not isinstance(layer, str):
-            return super().resolve_layer(layer)
-        names = self._layer_names()
-        for name in (layer, flax_path(layer)):  # a Hugging Face name: encoder.layer.3
-            if name in names:
-                return name
-        raise ValueError(
-            f"layer {layer!r} not found in the model: its encoder layers are "
-            f"{self.encoder_layers()} (a Flax module path, or a Hugging Face name such as "
-            "'encoder.layer.3')"
-        )
+    def native_name(self, name: str) -> str:
+        return flax_path(name)  # Hugging Face's encoder.layer.3: encoder/layer_3
 
     def model_limits(self) -> list[int]:
         limits = super().model_limits()

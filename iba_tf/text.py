@@ -10,7 +10,6 @@ truncated with a warning.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import keras
@@ -20,8 +19,6 @@ from iba.config import Config
 from iba.text_explainer import TextExplainer
 from iba_tf._graph import all_layers
 from iba_tf.explainer import IBA
-
-_ENCODER_LAYER = re.compile(r"(.*_)?layer_(\d+)")
 
 
 class TextIBA(TextExplainer):
@@ -60,29 +57,15 @@ class TextIBA(TextExplainer):
                 "build it with e.g. iba_tf.models.minilm_sentiment(sequence_length=128)"
             )
 
-    def _layer_names(self) -> list[str]:
+    def layer_names(self) -> list[str]:
         return [
             layer.name
             for layer in all_layers(self.model)
             if not isinstance(layer, keras.layers.InputLayer)
         ]
 
-    def encoder_layers(self) -> list[str]:
-        found = [name for name in self._layer_names() if _ENCODER_LAYER.fullmatch(name)]
-        return sorted(found, key=lambda n: int(_ENCODER_LAYER.fullmatch(n).group(2)))  # type: ignore[union-attr]
-
-    def resolve_layer(self, layer: Any) -> str:
-        if not isinstance(layer, str):
-            return super().resolve_layer(layer)
-        names = self._layer_names()
-        keras_name = layer.replace(".", "_")  # Hugging Face's encoder.layer.3: encoder_layer_3
-        for name in (layer, keras_name):
-            if name in names:
-                return name
-        raise ValueError(
-            f"layer {layer!r} not found in model {self.model.name!r}: its encoder layers are "
-            f"{self.encoder_layers()}; other layers: {[n for n in names if not _ENCODER_LAYER.fullmatch(n)]}"
-        )
+    def native_name(self, name: str) -> str:
+        return name.replace(".", "_")  # Hugging Face's encoder.layer.3: encoder_layer_3
 
     def _input_names(self) -> list[str]:
         return [getattr(t, "name", "") for t in self.model.inputs]
