@@ -108,8 +108,18 @@ def run(backend: str, inputs: dict) -> dict[str, np.ndarray]:
 
 def run_in_process(backend: str, inputs_path: Path, out_path: Path) -> dict[str, np.ndarray]:
     """:func:`run` in a fresh Python process with the backend's environment."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **BACKENDS[backend][1])
-    command = [sys.executable, "-m", "conformance.real_model", backend, str(inputs_path)]
+    return run_module(
+        "conformance.real_model", BACKENDS[backend][1], backend, inputs_path, out_path
+    )
+
+
+def run_module(
+    module: str, backend_env: dict, backend: str, inputs_path: Path, out_path: Path
+) -> dict[str, np.ndarray]:
+    """``python -m module backend inputs_path out_path`` in a fresh process with the backend's
+    environment (Keras picks its backend at import); the arrays it wrote."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **backend_env)
+    command = [sys.executable, "-m", module, backend, str(inputs_path)]
     done = subprocess.run(
         [*command, str(out_path)], cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=TIMEOUT,

