@@ -693,6 +693,12 @@ class Explainer:
             heatmap=maps,
         )
 
+    def with_noise(self, plan: Plan, noise: Any, n_inputs: int) -> Plan:
+        """``plan`` with the draws ``noise`` (``analyze``'s ``noise=``: one ``(steps, N,
+        batch_size, *F)`` array per target), checked against the plan's feature shapes: for
+        explainers that draw their noise once the shapes are known (text, M2IB)."""
+        return plan._replace(noise=self._noise(noise, None, n_inputs, plan.feature_shapes))
+
     def _noise(self, noise: Any, seed: int | None, n: int, shapes: list) -> Noise:
         if noise is None:
             return Noise(seed=DEFAULT_SEED if seed is None else seed)

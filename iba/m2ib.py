@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from iba.heatmap import channel_sum, normalize, to_bits, vit_heatmap
+from iba.heatmap import channel_sum, heatmap, normalize, to_bits, vit_heatmap
 from iba.text import TokenMap, information_term
 
 COSINE_EPS = 1e-6  # floor of |a| * |b| in the cosine (the authors' CosineSimilarity(eps=1e-6))
@@ -108,21 +108,32 @@ def patch_grid(n_tokens: int, n_prefix_tokens: int = 1) -> tuple[int, int]:
     return side, side
 
 
-def image_map(capacity: Any, input_size: tuple[int, int], n_prefix_tokens: int = 1) -> np.ndarray:
-    """M2IB's image map ``(N, H, W)`` from the capacity ``(N, T, D)`` of the vision encoder's
-    tokens: summed over channels, the class token dropped, reshaped to the patch grid, resized
-    bilinearly to ``input_size`` and min-max normalised per image (``iba.vit_heatmap``)."""
+def image_map(
+    capacity: Any, input_size: tuple[int, int], layout: str = "tokens", n_prefix_tokens: int = 1
+) -> np.ndarray:
+    """M2IB's image map ``(N, H, W)`` in ``[0, 1]`` from the capacity at the image bottleneck.
+
+    ``tokens`` (a vision transformer, ``(N, T, D)``): summed over channels, the class token
+    dropped, reshaped to the patch grid, resized bilinearly to ``input_size`` and min-max
+    normalised per image (``iba.vit_heatmap``), as the authors. A convolutional layer
+    (``channels_first`` / ``channels_last``): IBA's heatmap (docs/mathematics.md section 2) min-max
+    normalised per image."""
     capacity = np.asarray(capacity, np.float64)
+    size = (int(input_size[0]), int(input_size[1]))
+    if layout != "tokens":
+        return normalize(heatmap(capacity, layout, size))
     if capacity.ndim != 3:
         raise ValueError(f"image capacity must be (N, T, D), got shape {capacity.shape}")
     grid = patch_grid(capacity.shape[1], n_prefix_tokens)
-    size = (int(input_size[0]), int(input_size[1]))
     return vit_heatmap(capacity, grid, size, n_prefix_tokens)
 
 
-def patch_bits(capacity: Any, n_prefix_tokens: int = 1) -> np.ndarray:
-    """Bits per patch ``(N, gh, gw)``, the image map before resizing and normalising."""
+def patch_bits(capacity: Any, layout: str = "tokens", n_prefix_tokens: int = 1) -> np.ndarray:
+    """Bits per patch ``(N, gh, gw)`` (per feature-map cell for a convolutional layer), the image
+    map before resizing and normalising."""
     capacity = np.asarray(capacity, np.float64)
+    if layout != "tokens":
+        return to_bits(channel_sum(capacity, layout))
     grid = patch_grid(capacity.shape[1], n_prefix_tokens)
     bits = to_bits(channel_sum(capacity, "tokens"))[:, n_prefix_tokens:]
     return bits.reshape(capacity.shape[0], *grid)

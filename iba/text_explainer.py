@@ -350,6 +350,12 @@ class TextExplainer:
         """Whether the statistics are fitted on each explained text (``estimator="sentence"``)."""
         return self.config.estimator == "sentence"
 
+    @property
+    def _prior(self) -> bool:
+        """Whether the standard-normal prior replaces the statistics (``estimator="prior"``,
+        M2IB: docs/mathematics.md section 5)."""
+        return self.config.estimator == "prior"
+
     def _max_length(self, given: int | None) -> int:
         limits = [int(k) for k in self.model_limits()]
         fixed = self.fixed_length()
@@ -418,10 +424,15 @@ class TextExplainer:
             batch_size: texts per forward pass.
             progress: show a progress bar of the texts seen.
         """
-        if self._per_text:
+        if self._per_text or self._prior:
             raise ValueError(
-                "this explainer's config has estimator='sentence': explain() fits the statistics "
-                "on each text itself, estimate() is not used"
+                f"this explainer's config has estimator={self.config.estimator!r}: "
+                + (
+                    "explain() fits the statistics on each text itself"
+                    if self._per_text
+                    else "the standard-normal prior replaces the statistics"
+                )
+                + ", estimate() is not used"
             )
         texts = texts_of(texts)
         if n_samples is not None:
@@ -497,16 +508,36 @@ class TextExplainer:
             raise ValueError("pass target= or loss_fn=, not both")
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+        labels = None if target is None else targets.labels(target, len(texts))
+        group_loss = None if loss_fn is None else (lambda group: loss_fn)
+        return self.explain_groups(
+            texts, labels, group_loss, seed=seed, mask_special=mask_special, progress=progress
+        )
+
+    def explain_groups(
+        self,
+        texts: list[str],
+        labels: np.ndarray | None,
+        group_loss: Callable[[list[int]], Callable[[Any], Any]] | None,
+        *,
+        seed: int = driver.DEFAULT_SEED,
+        mask_special: bool = False,
+        progress: bool = False,
+        with_logits: bool = True,
+    ) -> list[_text.TokenMap]:
+        """:meth:`explain` with a model loss per group of texts: ``group_loss(indices)`` gives
+        the ``loss_fn`` of the texts ``indices`` (one group, in that order), e.g. M2IB's
+        similarity to each caption's image (``iba.m2ib_explainer``). ``with_logits=False``: the
+        model's outputs are no logits (they are not read)."""
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
         if seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-        if not self._per_text and self._estimator is None:
+        if not (self._per_text or self._prior) and self._estimator is None:
             raise RuntimeError(
                 "no statistics yet: call estimate(texts) on a corpus, or pass estimator= / "
                 "load_estimator(path), before explain()"
             )
-        labels = None if target is None else targets.labels(target, len(texts))
         lengths = token_counts(self.tokenizer, texts)
         truncated = [k > self.max_length for k in lengths]
         warn_truncated([i for i, c in enumerate(truncated) if c], self.max_length)
@@ -520,7 +551,8 @@ class TextExplainer:
                 self._length_for(longest),
             )
             inputs = self.model_inputs(enc.inputs)
-            logits = self.logits(inputs)
+            logits = self.logits(inputs) if with_logits else None
+            loss_fn = None if group_loss is None else group_loss(group)
             group_labels = self._labels(labels, group, logits, loss_fn)
             bits = self._optimize(enc, inputs, group_labels, loss_fn, int(seed), progress)
             for j, i in enumerate(group):
@@ -573,22 +605,22 @@ class TextExplainer:
     ) -> np.ndarray:
         """``(N, T)`` bits of one group, through the shared driver and the adapter's engine."""
         explainer, config = self.explainer, self.config
-        noise: np.ndarray | None = None
-        if not self._per_text:
-            assert self._estimator is not None and self._estimator.feature_shape is not None
+        if not (self._per_text or self._prior):
+            assert self._estimator is not None
             explainer.estimators = [_text.tile_positions(self._estimator, enc.mask.shape[1])]
-            dim = self._estimator.feature_shape[1]
-            noise = _text.text_noise(seed, config.steps, config.batch_size, enc.mask, dim)
         with explainer.planned(
             self.model,
             inputs,
             target=labels,
             loss_fn=loss_fn,
-            noise=noise,
-            seed=seed if noise is None else None,
+            seed=seed,
             progress=progress,
             token_mask=enc.mask,
         ) as (run, plan):
+            if not self._per_text:  # each text's own draws, whatever its group and backend
+                dim = plan.feature_shapes[0][-1]
+                noise = _text.text_noise(seed, config.steps, config.batch_size, enc.mask, dim)
+                plan = explainer.with_noise(plan, noise, len(enc.mask))
             result = run.optimize(plan)
         maps = driver.explanation(result, plan.layout, None, details=False)
         assert isinstance(maps, np.ndarray)  # details=False

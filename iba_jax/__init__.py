@@ -10,7 +10,8 @@ surgery; the whole optimisation of ``alpha`` (every step, Adam via optax) is one
 """
 
 from iba_jax.explainer import IBA
+from iba_jax.m2ib import M2IB
 from iba_jax.nnx import Bottleneck, IBAAlpha
 from iba_jax.text import TextIBA
 
-__all__ = ["Bottleneck", "IBA", "IBAAlpha", "TextIBA"]
+__all__ = ["Bottleneck", "IBA", "IBAAlpha", "M2IB", "TextIBA"]

@@ -14,6 +14,7 @@ backend's framework), nothing else.
 from iba_tf.copy_model import NEURON_SELECTION_MODES, IBACopy
 from iba_tf.explainer import IBA
 from iba_tf.layer import IBALayer
+from iba_tf.m2ib import M2IB
 from iba_tf.text import TextIBA
 
-__all__ = ["IBA", "IBACopy", "IBALayer", "NEURON_SELECTION_MODES", "TextIBA"]
+__all__ = ["IBA", "IBACopy", "IBALayer", "M2IB", "NEURON_SELECTION_MODES", "TextIBA"]

@@ -1,0 +1,170 @@
+"""M2IB for Flax image and text encoders (Wang et al., NeurIPS 2023; docs/mathematics.md
+section 5): the shared ``iba.m2ib_explainer.M2IBExplainer`` on ``iba_jax.IBA`` and
+``iba_jax.TextIBA``.
+
+The dual encoder is two Flax models whose outputs share one embedding space, each a Linen
+``(module, variables)`` pair (or a bound Linen module, or an ``nnx.Module``): an image encoder
+from preprocessed images ``(N, H, W, C)`` to ``(N, P)``, and a text encoder from
+``{"input_ids", "attention_mask"}`` to ``(N, P)``, e.g. ``iba_jax.models.dual_encoder``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from flax import nnx
+
+from iba import driver
+from iba import m2ib as _m2ib
+from iba.config import Config
+from iba.m2ib_explainer import M2IBExplainer
+from iba.text_explainer import DEFAULT_MAX_TOKENS
+from iba_jax.explainer import IBA
+from iba_jax.linen import param_paths
+from iba_jax.models.efficientnet_lite import flax_path
+from iba_jax.text import TextIBA
+
+
+def similarity_loss(other: np.ndarray) -> Callable[[jax.Array], jax.Array]:
+    """``iba.m2ib.similarity_loss`` in ``jax.numpy`` against the fixed embeddings ``other``
+    ``(N, P)``: one loss per noised row (input-major)."""
+    other = np.asarray(other, np.float64)
+
+    def loss(outputs: jax.Array) -> jax.Array:
+        if outputs.ndim != 2 or outputs.shape[1] != other.shape[1]:
+            raise ValueError(
+                f"the bottlenecked side gave embeddings of shape {tuple(outputs.shape)}; "
+                f"expected (N * batch_size, {other.shape[1]}) for {len(other)} pair(s)"
+            )
+        rows = jnp.repeat(jnp.asarray(other, outputs.dtype), outputs.shape[0] // len(other), 0)
+        norms = jnp.linalg.norm(outputs, axis=1) * jnp.linalg.norm(rows, axis=1)
+        return -(outputs * rows).sum(1) / jnp.maximum(norms, _m2ib.COSINE_EPS)
+
+    return loss
+
+
+def _split(model: Any, what: str) -> tuple[Any, Any, dict]:
+    """``(module, variables, apply_kwargs)`` of a Linen model; ``(model, None, {})`` for NNX."""
+    if isinstance(model, tuple) and len(model) in (2, 3) and isinstance(model[0], nn.Module):
+        return model[0], model[1], dict(model[2]) if len(model) == 3 else {}
+    if isinstance(model, nn.Module) and model.scope is not None:
+        module, variables = model.unbind()
+        return module, variables, {}
+    if isinstance(model, nnx.Module):
+        return model, None, {}
+    raise TypeError(
+        f"{what} must be a Flax Linen (module, variables) pair, a bound Linen module or an "
+        f"nnx.Module; got {type(model).__name__}"
+    )
+
+
+class M2IB(M2IBExplainer):
+    """M2IB on a Flax image encoder and text encoder (docs/mathematics.md section 5), the
+    PyTorch ``M2IB``'s maps.
+
+    Args:
+        image: the image encoder, a Linen ``(module, variables)`` pair (or a bound Linen module,
+            or an ``nnx.Module``) from preprocessed images ``(N, H, W, C)`` to ``(N, P)``; left
+            exactly as it was.
+        text: the text encoder, from ``{"input_ids", "attention_mask"}`` to ``(N, P)`` in the
+            same space.
+        tokenizer: the text encoder's tokenizer (``iba.models.minilm.Tokenizer()`` for the
+            bundled MiniLM, a ``tokenizers.Tokenizer`` or a Hugging Face fast tokenizer).
+        image_layer: the image encoder's module path whose output is bottlenecked
+            (``"_blocks_14"``, ``"encoder/layer_9"``) as ``iba_jax.IBA`` takes it, or the
+            PyTorch module name (``"_blocks.14"``).
+        text_layer: the text encoder's layer: an index into its encoder layers or a module path
+            (as ``iba_jax.TextIBA`` takes it).
+        config, max_length, max_tokens, image_estimator, text_estimator: as for
+            ``iba.m2ib_explainer.M2IBExplainer``; default ``iba.m2ib_config()``.
+
+    Example:
+        >>> from iba_jax.models.dual_encoder import dual_encoder  # doctest: +SKIP
+        >>> dual = dual_encoder()  # doctest: +SKIP
+        >>> explainer = M2IB(dual.image, dual.text, dual.tokenizer,
+        ...                  image_layer="_blocks_14", text_layer=1)  # doctest: +SKIP
+        >>> maps = explainer.explain(images, ["a photo of a cat"])  # doctest: +SKIP
+    """
+
+    image_explainer_type = IBA
+    text_explainer_type = TextIBA
+
+    def __init__(
+        self,
+        image: Any,
+        text: Any,
+        tokenizer: Any = None,
+        *,
+        image_layer: str,
+        text_layer: Any,
+        config: Config | None = None,
+        max_length: int | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        image_estimator: Any = None,
+        text_estimator: Any = None,
+    ):
+        self._forwards: dict[int, Callable] = {}
+        super().__init__(
+            image,
+            text,
+            tokenizer,
+            image_layer=image_layer,
+            text_layer=text_layer,
+            config=config,
+            max_length=max_length,
+            max_tokens=max_tokens,
+            image_estimator=image_estimator,
+            text_estimator=text_estimator,
+        )
+
+    def check_image_model(self, image_model: Any) -> None:
+        _split(image_model, "image")
+
+    def resolve_image_layer(self, layer: Any) -> str:
+        module, variables, _ = _split(self.image_model, "image")
+        if variables is None:
+            names = ["/".join(map(str, p)) for p, _ in nnx.iter_modules(module) if p]
+        else:
+            names = param_paths(variables.get("params", {}))
+        if not isinstance(layer, str):
+            raise TypeError(f"image_layer must be a module path of the image model, got {layer!r}")
+        if layer not in names and flax_path(layer) in names:
+            layer = flax_path(layer)  # a PyTorch name: "_blocks.14" is "_blocks_14"
+        if layer not in names:
+            shown = f"{names[:16]}{' ...' if len(names) > 16 else ''}"
+            raise ValueError(
+                f"image_layer {layer!r} not found in the image model: its modules are {shown}"
+            )
+        return layer
+
+    def image_inputs(self, images: Any) -> np.ndarray:
+        images = np.asarray(images)
+        if images.ndim != 4:
+            raise ValueError(
+                f"images must be a batch of preprocessed images (N, H, W, C), got shape "
+                f"{images.shape}"
+            )
+        if not np.issubdtype(images.dtype, np.floating):
+            raise TypeError(f"images must be floating point, got dtype {images.dtype}")
+        driver.check_finite(images, "images")
+        return images.astype(np.float32, copy=False)
+
+    def embed(self, model: Any, inputs: Any) -> np.ndarray:
+        module, variables, kwargs = _split(model, "model")
+        if isinstance(inputs, dict):
+            inputs = {k: jnp.asarray(v) for k, v in inputs.items()}
+        if variables is None:
+            return np.asarray(module(inputs), np.float64)
+        forward = self._forwards.get(id(module))
+        if forward is None:  # one compiled forward per encoder
+            forward = jax.jit(lambda v, x: module.apply(v, x, **kwargs))
+            self._forwards[id(module)] = forward
+        return np.asarray(forward(variables, inputs), np.float64)
+
+    def similarity_loss(self, other: np.ndarray) -> Callable[[jax.Array], jax.Array]:
+        return similarity_loss(other)
