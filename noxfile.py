@@ -4,6 +4,7 @@ nox -s "tests(numpy)"      # NumPy reference only
 nox -s "tests(torch)"      # PyTorch adapter
 nox -s "tests(keras-tensorflow)" "tests(keras-jax)" "tests(keras-torch)"
 nox -s "tests(flax)"       # JAX / Flax adapter
+nox -s interop             # Captum and Quantus interop (PyTorch)
 nox -s conformance lint
 
 The backends, what their sessions install and their environments come from the one registry,
@@ -28,7 +29,7 @@ REGISTRY = _registry()
 NAMES = REGISTRY.names()
 
 nox.options.default_venv_backend = "virtualenv"
-nox.options.sessions = ["lint", "typecheck", "tests", "conformance"]
+nox.options.sessions = ["lint", "typecheck", "tests", "interop", "conformance"]
 
 
 @nox.session
@@ -40,6 +41,15 @@ def tests(session: nox.Session, backend: str) -> None:
     if entry.no_deps:
         session.install("--no-deps", *entry.no_deps)
     env = {"IBA_BACKEND": backend, **REGISTRY.TEST_ENV, **entry.env}
+    session.run("pytest", *entry.tests, *session.posargs, env=env)
+
+
+@nox.session
+def interop(session: nox.Session) -> None:
+    """Captum and Quantus around the PyTorch engine (the ``interop`` extra)."""
+    entry = REGISTRY.INTEROP
+    session.install(*entry.requirements)
+    env = {"IBA_BACKEND": entry.name, **REGISTRY.TEST_ENV, **entry.env}
     session.run("pytest", *entry.tests, *session.posargs, env=env)
 
 

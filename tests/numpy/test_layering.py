@@ -1,6 +1,7 @@
 """The floors of the project, imports pointing down only, and its one registry of backends.
 
-4 application: ``iba.cli``, ``iba.demo``, ``iba.plot`` (finds engines by registered name)
+4 application: ``iba.cli``, ``iba.pair_cli``, ``iba.demo``, ``iba.plot``, ``iba.pairplot`` (finds
+  engines by registered name)
 3 engines: ``iba_torch``, ``iba_tf``, ``iba_jax``
 2 driver and math: the rest of ``iba``
 1 model data: ``iba.models``
@@ -30,7 +31,7 @@ from iba.demo import runners
 
 ROOT = Path(__file__).resolve().parents[2]
 ADAPTERS = ("iba_torch", "iba_tf", "iba_jax")
-APPLICATION = ("iba.cli", "iba.demo", "iba.plot", "iba.__main__")
+APPLICATION = ("iba.cli", "iba.pair_cli", "iba.demo", "iba.plot", "iba.pairplot", "iba.__main__")
 IMPORTERS = {"import_module", "__import__"}
 
 
@@ -225,6 +226,7 @@ def _nox_sessions() -> list[str]:
 
 def test_nox_sessions_are_the_registrys_backends():
     expected = [f"tests({name})" for name in backends.names()] + [
+        backends.INTEROP.name,
         "conformance",
         "lint",
         "typecheck",
@@ -262,7 +264,7 @@ def test_entry_points_are_the_registrys_engines():
 
 def test_the_registrys_requirements_name_existing_extras_and_folders():
     extras = set(_pyproject()["project"]["optional-dependencies"])
-    requirements = [r for b in backends.BACKENDS for r in b.requirements]
+    requirements = [r for b in (*backends.BACKENDS, backends.INTEROP) for r in b.requirements]
     requirements += list(backends.CONFORMANCE_REQUIREMENTS)
     used = {
         extra.strip()
@@ -271,7 +273,7 @@ def test_the_registrys_requirements_name_existing_extras_and_folders():
         for extra in r[2 : r.index("]")].split(",")
     }
     assert used and used <= extras, used - extras
-    for b in backends.BACKENDS:
+    for b in (*backends.BACKENDS, backends.INTEROP):
         for folder in b.tests:
             assert (ROOT / folder).is_dir(), folder
 
