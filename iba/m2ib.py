@@ -187,13 +187,14 @@ class PairMaps:
 
     Attributes:
         image_maps: ``(N, H, W)`` in ``[0, 1]`` on the input grid: the image map.
-        image_bits: ``(N, gh, gw)`` bits per patch, before resizing and normalising.
+        image_bits: ``(N, gh, gw)`` bits per patch (per feature-map cell for a convolutional
+            layer), before resizing and normalising.
         text_maps: one ``iba.text.TokenMap`` per caption: bits per token (special tokens
             included) and per word (its wordpieces' sum); ``TokenMap.normalized()`` is the word
             map min-max normalised.
         similarity: ``(N,)`` the cosine of each pair's clean embeddings.
-        image_explanation, text_explanation: the two optimisations' ``iba.Explanation``
-            (``details=True`` only; the text one on the padded batch).
+        image_explanation: the image side's ``iba.Explanation`` (``details=True`` only): its
+            capacity, alpha and losses per image. The text side's bits are in ``text_maps``.
     """
 
     image_maps: np.ndarray
@@ -201,7 +202,6 @@ class PairMaps:
     text_maps: tuple[TokenMap, ...]
     similarity: np.ndarray
     image_explanation: Any = None
-    text_explanation: Any = None
 
     def __len__(self) -> int:
         return len(self.text_maps)

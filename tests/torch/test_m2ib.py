@@ -211,3 +211,33 @@ def test_long_captions_are_truncated_with_a_warning(clip, pixels):
     with pytest.warns(UserWarning, match="truncated to the model's maximum of 16"):
         maps = explainer.explain(pixels[:1], long)
     assert maps.text_maps[0].truncated and len(maps.text_maps[0].tokens) == 16
+
+
+@pytest.mark.filterwarnings("ignore:the estimator has seen only")
+def test_the_dataset_estimated_variant(clip, pixels):
+    tok = rp.tokenizer()
+    config = small(estimator="corpus")
+    explainer = M2IB(clip, tok, image_layer=1, text_layer=0, config=config)
+    corpus = ["a dog on a sofa", "two cats", "a red car on the road", "the sea at night"] * 3
+    batches = [torch.as_tensor(rp.images(4, seed=s)) for s in range(3)]
+    image_est, text_est = explainer.estimate(images=batches, texts=corpus, progress=False)
+    assert image_est.n_samples == 12 and image_est.feature_shape == (IMAGE_TOKENS, WIDTH)
+    assert text_est.feature_shape == (1, WIDTH) and text_est.n_samples > 40  # real tokens
+    fitted = explainer.explain(pixels, TEXTS, seed=2)
+    prior = M2IB(clip, tok, image_layer=1, text_layer=0, config=small()).explain(
+        pixels, TEXTS, seed=2
+    )
+    assert fitted.image_maps.shape == prior.image_maps.shape
+    assert not np.allclose(fitted.image_maps, prior.image_maps, atol=1e-3)
+    assert not np.allclose(fitted.text_maps[0].token_bits, prior.text_maps[0].token_bits)
+    # the statistics travel: a new explainer given them gives the same maps
+    again = M2IB(
+        clip,
+        tok,
+        image_layer=1,
+        text_layer=0,
+        config=config,
+        image_estimator=image_est,
+        text_estimator=text_est,
+    ).explain(pixels, TEXTS, seed=2)
+    np.testing.assert_array_equal(again.image_maps, fitted.image_maps)
