@@ -32,3 +32,8 @@ texts: the bits per token normalised to the text's maximum, their largest and me
 difference, and the total bits relative to PyTorch's. Measured on the CPU (2026-11-30): bits
 3.2e-5 to 3.3e-5, mean 2.5e-5 to 2.6e-5, total 6.1e-5 on every port (Keras on TensorFlow, JAX and
 torch, Flax Linen); the bounds leave a factor of about 15."""
+
+READOUT = 1e-8
+"""The Readout Bottleneck case (``conformance/readout.py``, float64): ``alpha``, ``lam``, the
+capacity and the heatmap of every backend within 1e-8 of the NumPy reference, relative to each
+stage's largest magnitude."""

@@ -12,6 +12,7 @@ surgery; the whole optimisation of ``alpha`` (every step, Adam via optax) is one
 from iba_jax.explainer import IBA
 from iba_jax.m2ib import M2IB
 from iba_jax.nnx import Bottleneck, IBAAlpha
+from iba_jax.readout import Readout
 from iba_jax.text import TextIBA
 
-__all__ = ["Bottleneck", "IBA", "IBAAlpha", "M2IB", "TextIBA"]
+__all__ = ["Bottleneck", "IBA", "IBAAlpha", "M2IB", "Readout", "TextIBA"]

@@ -18,12 +18,20 @@ from tqdm.auto import tqdm
 
 import iba
 from iba import driver
+from iba import readout as shared
+from iba.readout import ALPHA_BOUND, FORMAT_VERSION, LAST_BIAS, LAST_SCALE
 from iba_torch import _math, _model
 
-FORMAT_VERSION = 1
-ALPHA_BOUND = 5.0  # alpha is clamped to [-5, 5]
-LAST_BIAS = 5.0  # the last conv starts at alpha = 5 ...
-LAST_SCALE = 1e-3  # ... with its weights scaled by 1e-3
+__all__ = [
+    "ALPHA_BOUND",
+    "FORMAT_VERSION",
+    "LAST_BIAS",
+    "LAST_SCALE",
+    "Readout",
+    "network_weights",
+    "readout_network",
+    "set_network_weights",
+]
 
 
 def readout_network(in_channels: int, channels: int) -> torch.nn.Sequential:
@@ -31,18 +39,40 @@ def readout_network(in_channels: int, channels: int) -> torch.nn.Sequential:
 
     The last conv starts with bias 5 and weights scaled by 1e-3, so ``alpha`` starts near 5.
     """
-    hidden = max(in_channels // 2, 1)
+    (i0, o0), (i1, o1), (i2, o2) = shared.layer_sizes(in_channels, channels)
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(in_channels, hidden, 1),
+        torch.nn.Conv2d(i0, o0, 1),
         torch.nn.ReLU(),
-        torch.nn.Conv2d(hidden, 2 * channels, 1),
+        torch.nn.Conv2d(i1, o1, 1),
         torch.nn.ReLU(),
-        torch.nn.Conv2d(2 * channels, channels, 1),
+        torch.nn.Conv2d(i2, o2, 1),
     )
     with torch.no_grad():
         net[-1].weight.mul_(LAST_SCALE)
         net[-1].bias.fill_(LAST_BIAS)
     return net
+
+
+def network_weights(net: torch.nn.Sequential) -> list[np.ndarray]:
+    """The network's weights in ``iba.readout``'s framework-free form ``[w0, b0, w1, b1, w2, b2]``
+    (float64, ``w`` as ``(out, in)``)."""
+    convs = [m for m in net if isinstance(m, torch.nn.Conv2d)]
+    out: list[np.ndarray] = []
+    for conv in convs:
+        w = conv.weight.detach().cpu().double().numpy()
+        out += [w.reshape(w.shape[0], w.shape[1]), conv.bias.detach().cpu().double().numpy()]
+    return out
+
+
+def set_network_weights(net: torch.nn.Sequential, weights: list) -> None:
+    """Copy ``[w0, b0, w1, b1, w2, b2]`` (``iba.readout``'s form) into the network's convs."""
+    convs = [m for m in net if isinstance(m, torch.nn.Conv2d)]
+    arrays = shared.check_weights(weights, convs[0].in_channels, convs[-1].out_channels)
+    with torch.no_grad():
+        for k, conv in enumerate(convs):
+            w, b = arrays[2 * k], arrays[2 * k + 1]
+            conv.weight.copy_(torch.as_tensor(w).reshape(conv.weight.shape))
+            conv.bias.copy_(torch.as_tensor(b))
 
 
 class Readout:
@@ -118,24 +148,29 @@ class Readout:
         return estimators
 
     def _build(self) -> torch.nn.Sequential:
-        channels = _channels(self.estimators[0])
-        in_channels = sum(_channels(e) for e in self.estimators[1:])
+        in_channels, channels = shared.network_sizes(self.estimators)
         return readout_network(in_channels, channels)
 
     def _require(self) -> torch.nn.Sequential:
         """The readout network; raises before ``estimate`` or ``load``."""
-        if not self.estimators or self.network is None:
-            raise RuntimeError(
-                "no feature statistics yet: call estimate(model, data) or Readout.load(path) first"
-            )
+        shared.require(self.estimators, self.network)
+        assert self.network is not None
         return self.network
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """The network's weights in ``iba.readout``'s form ``[w0, b0, w1, b1, w2, b2]``."""
+        return network_weights(self._require())
+
+    @weights.setter
+    def weights(self, weights: list) -> None:
+        set_network_weights(self._require(), weights)
 
     # -- the forward pass ------------------------------------------------------------------------
 
     def _stats(self, like: torch.Tensor) -> list[_math.LayerStats]:
         stats = []
-        for i, est in enumerate(self.estimators):
-            s = est.statistics(self.config.min_std, self.config.active_threshold)
+        for i, s in enumerate(shared.statistics(self.estimators, self.config)):
             mask = s.active if i == 0 else None  # the bottleneck masks; the readouts do not
             stats.append(_math.layer_stats(driver.LayerStatistics(s.mean, s.std, mask), like))
         return stats
@@ -143,13 +178,9 @@ class Readout:
     def _read(self, model, inputs, modules, stats) -> tuple[torch.Tensor, torch.Tensor]:
         """The bottleneck's features ``R`` and the readout network's input (no gradient)."""
         features = [_as_map(f) for f in _model.capture(model, inputs, modules, ordered=False)]
-        for i, (f, est) in enumerate(zip(features, self.estimators)):
-            if tuple(f.shape[1:]) != est.feature_shape:
-                name = modules[i][0]
-                raise ValueError(
-                    f"layer {name!r} produces features of shape {tuple(f.shape[1:])}, the "
-                    f"estimator was fitted on {est.feature_shape}: estimate again"
-                )
+        shared.check_features(
+            [f.shape[1:] for f in features], self.estimators, [m[0] for m in modules]
+        )
         r = features[0]
         height, width = r.shape[-2:]
         parts = []
@@ -186,6 +217,7 @@ class Readout:
         loss of every batch.
         """
         network = self._require()
+        epochs, lr = shared.check_fit_args(epochs, lr)
         modules = _model.resolve(model, self._targets)
         device, dtype = _model.model_device_dtype(model)
         config = self.config
@@ -208,7 +240,7 @@ class Readout:
         with _model.preserved(model), _model.hooks([(modules[0][1], hook)]):
             bar = tqdm(range(epochs), desc="Readout fit", unit="epoch", disable=not progress)
             for _ in bar:
-                for x, y in _labelled(data):
+                for x, y in shared.labelled(data):
                     inputs = _model.as_inputs(x, device, dtype)
                     _model.check_finite(inputs)
                     state.clear()
@@ -224,7 +256,8 @@ class Readout:
                     with torch.enable_grad():
                         outputs = _model.call(model, inputs)
                     state.pop("z")
-                    labels = torch.as_tensor(y).to(device=r.device, dtype=torch.long)
+                    rows = int(r.shape[0])
+                    labels = torch.as_tensor(shared.check_labels(y, rows)).to(r.device)
                     cross_entropy = torch.nn.functional.cross_entropy(
                         _math.logits_of(outputs), labels
                     )
@@ -285,46 +318,69 @@ class Readout:
     # -- save / load -----------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the readout network, the estimators and the configuration with ``torch.save``.
+        """Write the readout (network, estimators, configuration, losses) to ``path``.
 
-        The file holds tensors and plain Python values only: ``torch.load(weights_only=True)``
-        reads it.
+        The file is ``iba.readout``'s ``.npz`` (no pickle), the same for every framework: a
+        readout trained here loads in ``iba_tf.Readout`` and ``iba_jax.Readout`` (with their
+        layer names and layout).
         """
         network = self._require()
         names = [t if isinstance(t, str) else None for t in self._targets]
         if None in names:
             raise ValueError("save() needs the layers given by name (dotted names), not modules")
-        estimators = []
-        for est in self.estimators:
-            arrays = est.to_arrays()
-            estimators.append(
-                {
-                    k: str(v) if v.dtype.kind == "U" else torch.from_numpy(np.array(v))
-                    for k, v in arrays.items()
-                }
-            )
-        torch.save(
-            {
-                "format_version": FORMAT_VERSION,
-                "targets": names,
-                "config": {
-                    "beta": self.config.beta,
-                    "sigma": self.config.sigma,
-                    "relu": self.config.relu,
-                    "min_std": self.config.min_std,
-                    "active_threshold": self.config.active_threshold,
-                },
-                "estimators": estimators,
-                "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
-                "losses": list(self.losses),
-            },
+        shared.save(
             path,
+            names,  # type: ignore[arg-type]  # no None left
+            self.config,
+            self.estimators,
+            network_weights(network),
+            self.losses,
+            framework="torch",
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Readout:
-        """Read a readout written by ``save`` (with ``torch.load(weights_only=True)``)."""
-        data = torch.load(path, weights_only=True, map_location="cpu")
+    def load(
+        cls,
+        path: str | os.PathLike,
+        bottleneck: str | torch.nn.Module | None = None,
+        readouts: list[str | torch.nn.Module] | None = None,
+    ) -> Readout:
+        """Read a readout written by ``save`` of any framework (``iba.readout``'s ``.npz``; the
+        ``torch.save`` files of earlier versions too).
+
+        ``bottleneck`` and ``readouts`` replace the saved layer names (a readout saved by another
+        framework names that framework's layers).
+        """
+        if not shared.is_readout_file(path):
+            return cls._load_torch(path)
+        data = shared.load(path, layout="channels_first")
+        targets = data["targets"]
+        config = data["config"]
+        readout = cls(
+            targets[0] if bottleneck is None else bottleneck,
+            targets[1:] if readouts is None else readouts,
+            **shared.config_dict(config),
+        )
+        if len(readout._targets) != len(targets):
+            raise ValueError(
+                f"{os.fspath(path)} reads {len(targets) - 1} readout layer(s); "
+                f"{len(readout._targets) - 1} given"
+            )
+        readout.estimators = data["estimators"]
+        # float64, the file's precision; analyze and fit cast it to the model's dtype
+        readout.network = readout._build().double()
+        set_network_weights(readout.network, data["weights"])
+        readout.network.eval()
+        readout.losses = data["losses"]
+        return readout
+
+    @classmethod
+    def _load_torch(cls, path: str | os.PathLike) -> Readout:
+        """A readout written with ``torch.save`` by earlier versions."""
+        try:
+            data = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception:
+            data = None
         if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{os.fspath(path)} is not a saved iba_torch.Readout")
         targets = data["targets"]
@@ -343,29 +399,6 @@ class Readout:
         return readout
 
 
-def _channels(est: iba.Estimator) -> int:
-    """The channels ``C`` of a fitted (or loaded) estimator's ``(C, h, w)`` features."""
-    assert est.feature_shape is not None  # set by its first batch or by from_arrays
-    return est.feature_shape[0]
-
-
 def _as_map(features: torch.Tensor) -> torch.Tensor:
     """Readout features as ``(N, C, h, w)``: vectors ``(N, D)`` become ``(N, D, 1, 1)``."""
-    if features.ndim == 2:
-        return features[:, :, None, None]
-    if features.ndim == 4:
-        return features
-    raise ValueError(
-        f"readout layers must give (N, C, H, W) feature maps or (N, D) vectors, got shape "
-        f"{tuple(features.shape)}: choose another layer"
-    )
-
-
-def _labelled(data: Iterable):
-    """``(inputs, labels)`` of every batch; ``fit`` trains on labelled batches only."""
-    if isinstance(data, (torch.Tensor, np.ndarray)):
-        raise TypeError("fit() needs (inputs, labels) batches, e.g. a DataLoader")
-    for batch in data:
-        if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-            raise TypeError("fit() needs (inputs, labels, ...) batches, e.g. from a DataLoader")
-        yield batch[0], batch[1]
+    return shared.as_map(features, "channels_first")
