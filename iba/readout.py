@@ -5,7 +5,11 @@ What every engine's ``Readout`` shares: the constants, the readout network's lay
 initial weights, the NumPy reference of the whole forward pass (read features, standardise,
 bring to the bottleneck's grid, 1x1 conv network, clamp, then the bottleneck's ``lam``, capacity
 and heatmap), the file format (one ``.npz`` for every backend), the iteration over labelled
-batches and the checks with their error messages.
+batches and the checks with their error messages; and :class:`ReadoutExplainer`, the explainer
+each adapter's ``Readout`` subclasses (arguments, configuration, estimators, the network's
+weights, losses, the driver of ``estimate`` / ``fit`` / ``analyze``, ``save`` / ``load``,
+``repr``), with small hooks for the framework: read the features, one training step, the forward
+pass of ``analyze``.
 
 The network's weights are held framework-free as a list of six arrays
 ``[w0, b0, w1, b1, w2, b2]``: ``w`` of shape ``(out, in)`` (a 1x1 convolution's kernel without its
@@ -15,17 +19,19 @@ channels concatenated in the order of the readout layers, whatever the layout.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from iba.bottleneck import capacity, damping
 from iba.config import Config
+from iba.driver import fit_estimators, steps
 from iba.estimator import Estimator, Statistics
 from iba.heatmap import heatmap, resize_matrix
 from iba.optimize import Explanation
@@ -417,3 +423,319 @@ def network_sizes(estimators: Sequence[Estimator]) -> tuple[int, int]:
         assert est.feature_shape is not None  # fitted or loaded
         outs.append(channels(est.feature_shape, est.layout))
     return sum(outs[1:]), outs[0]
+
+
+# -- the explainer every adapter shares -------------------------------------------------------
+
+
+def explanation(
+    capacity: Any,
+    alpha: Any,
+    lam: Any,
+    layout: str,
+    size: tuple[int, int] | None,
+    details: bool,
+) -> np.ndarray | Explanation:
+    """``analyze``'s result from one forward pass: the heatmaps ``(N, H, W)`` in bits (resized to
+    ``size`` if given), or with ``details`` an ``iba.Explanation`` (float64) whose ``alphas``
+    holds the one ``alpha`` and whose ``losses`` are empty (docs/mathematics.md section 3)."""
+    cap = np.asarray(capacity, np.float64)
+    maps = heatmap(cap, layout, size)
+    if not details:
+        return maps
+    alpha = np.asarray(alpha, np.float64)
+    return Explanation(
+        capacity=cap,
+        alpha=alpha,
+        lam=np.asarray(lam, np.float64),
+        alphas=alpha[None],
+        losses=np.zeros((0, alpha.shape[0])),
+        heatmap=maps,
+    )
+
+
+Step = Callable[[Any, Any], float]  # one training step on (inputs, labels): the batch's loss
+_Self = TypeVar("_Self", bound="ReadoutExplainer")
+
+
+class ReadoutExplainer:
+    """The Readout Bottleneck (docs/mathematics.md section 3): a small network predicts ``alpha``
+    at ``bottleneck`` from the features of ``readouts``, in one forward pass. Subclassed per
+    framework (``iba_torch.Readout``, ``iba_tf.Readout``, ``iba_jax.Readout``).
+
+    Everything framework-free is here, once: the arguments and their checks, the configuration,
+    the estimators, the network's weights, the losses, ``estimate`` / ``fit`` / ``analyze`` (their
+    checks, the data, the progress bar and the result), ``save`` / ``load`` (one ``.npz`` for every
+    framework) and ``repr``. An adapter says how to reach its framework: :meth:`_check_targets`
+    (or the class attributes it reads), :meth:`_bind`, :meth:`_estimation`, :meth:`_training`,
+    :meth:`_forward`; one that keeps the network as a framework object (PyTorch) also overrides
+    :meth:`_network`, :meth:`_get_weights`, :meth:`_set_weights` and :meth:`_install`.
+
+    Args:
+        bottleneck: the layer whose output the bottleneck replaces (as the adapter names layers);
+            its features must be maps ``(C, H, W)`` / ``(H, W, C)`` per input.
+        readouts: the layers whose outputs predict ``alpha``: feature maps are resized to the
+            bottleneck's ``H x W``, vectors ``(D,)`` (e.g. logits) are expanded.
+        beta, sigma, relu, min_std, active_threshold: as in ``iba.Config``.
+        layout: of every layer's features, ``"channels_first"`` or ``"channels_last"``; ``None``
+            for the adapter's default (``default_layout``).
+    """
+
+    framework: ClassVar[str]  # written into saved files
+    default_layout: ClassVar[str | None] = None  # None: the model decides (at bind)
+    layouts: ClassVar[tuple[str, ...]] = LAYOUTS  # the layouts the adapter reads
+    # what the default _check_targets accepts: a ``readouts`` of one of ``one_target``'s types is
+    # one target (not a list); a ``bottleneck`` of one of ``many_targets``' types is several
+    one_target: ClassVar[tuple[type, ...]] = (str,)
+    many_targets: ClassVar[tuple[type, ...]] = (list, tuple)
+    target_words: ClassVar[tuple[str, str]] = ("layer or layer name", "layers or layer names")
+
+    def __init__(
+        self,
+        bottleneck: Any,
+        readouts: Sequence[Any],
+        *,
+        beta: float = 10.0,
+        sigma: float | None = 1.0,
+        relu: bool = False,
+        min_std: float = 0.01,
+        active_threshold: float = 0.01,
+        layout: str | None = None,
+    ):
+        self._targets = self._check_targets(bottleneck, readouts)
+        layout = self.default_layout if layout is None else layout
+        if layout is not None:
+            check_layout(layout)
+            if layout not in self.layouts:
+                raise ValueError(
+                    f"{type(self).__name__} reads features in layout {self.layouts[0]!r}; got "
+                    f"layout={layout!r}"
+                )
+        self.layout = layout
+        self.config = Config(
+            beta=beta, sigma=sigma, relu=relu, min_std=min_std, active_threshold=active_threshold
+        )
+        self.estimators: list[Estimator] = []
+        self._weights: list[np.ndarray] | None = None
+        self.losses: list[float] = []
+
+    def __repr__(self) -> str:
+        names = self.names
+        return f"Readout(bottleneck={names[0]!r}, readouts={names[1:]}, config={self.config})"
+
+    @property
+    def names(self) -> list[str]:
+        """The layers' names, bottleneck first, as messages and saved files show them."""
+        return [self._name(t) for t in self._targets]
+
+    # -- what an adapter provides ----------------------------------------------------------------
+
+    def _check_targets(self, bottleneck: Any, readouts: Any) -> list[Any]:
+        """``[bottleneck, *readouts]``, or a ``TypeError`` naming what to pass."""
+        one, many = self.target_words
+        if isinstance(bottleneck, self.many_targets):
+            raise TypeError(f"bottleneck must be one {one}")
+        targets = [] if isinstance(readouts, self.one_target) else list(readouts)
+        if not targets:
+            raise TypeError(f"readouts must be a non-empty list of {many}")
+        return [bottleneck, *targets]
+
+    def _name(self, target: Any) -> str:
+        """A target as text: its name, or the type of an unnamed layer object."""
+        return target if isinstance(target, str) else type(target).__name__
+
+    def _bind(self, model: Any) -> Any:
+        """``model`` checked and reached as ``_training`` and ``_forward`` take it."""
+        return model
+
+    def _layout_of(self, bound: Any) -> str:
+        """The layout of the features of a bound model."""
+        assert self.layout is not None  # an adapter without a default layout overrides this
+        return self.layout
+
+    def _estimation(self, model: Any) -> contextlib.AbstractContextManager[Any]:
+        """A block yielding ``(capture, layout)``: ``capture(batch)`` gives every layer's features
+        as maps (the bottleneck first), in ``layout``; the model is left as it was."""
+        raise NotImplementedError
+
+    def _training(
+        self, bound: Any, weights: list[np.ndarray], lr: float, seed: int | None
+    ) -> contextlib.AbstractContextManager[Step]:
+        """A block yielding one training step ``(inputs, labels) -> loss`` from ``weights`` (Adam
+        at ``lr``, noise seeded with ``seed``); the trained weights are kept on a normal exit and
+        the model is left as it was."""
+        raise NotImplementedError
+
+    def _forward(
+        self, bound: Any, weights: list[np.ndarray], x: Any
+    ) -> tuple[Any, Any, Any, tuple[int, int] | None]:
+        """``(capacity, alpha, lam, size)`` of inputs ``x`` from one forward pass: arrays in the
+        layout of ``bound`` and the inputs' ``(H, W)`` for the heatmap (or ``None``)."""
+        raise NotImplementedError
+
+    def _network(self) -> Any:
+        """The network as held (``None`` before ``estimate`` or ``load``)."""
+        return self._weights
+
+    def _get_weights(self) -> list[np.ndarray] | None:
+        return self._weights
+
+    def _set_weights(self, weights: list[np.ndarray] | None) -> None:
+        self._weights = weights
+
+    def _install(self, weights: Sequence[Any] | None) -> None:
+        """A network for the estimators' channel counts: fresh (``weights`` ``None``:
+        :func:`init_weights`) or holding ``weights`` (checked)."""
+        sizes = network_sizes(self.estimators)
+        self._weights = init_weights(*sizes) if weights is None else check_weights(weights, *sizes)
+
+    # -- the network's weights -------------------------------------------------------------------
+
+    @property
+    def weights(self) -> list[np.ndarray] | None:
+        """The network's weights ``[w0, b0, w1, b1, w2, b2]`` (NumPy, ``w`` as ``(out, in)``)."""
+        return self._get_weights()
+
+    @weights.setter
+    def weights(self, weights: list[np.ndarray] | None) -> None:
+        self._set_weights(weights)
+
+    def _require(self) -> Any:
+        """The network; raises before ``estimate`` or ``load``."""
+        network = self._network()
+        require(self.estimators, network)
+        return network
+
+    def _ready(self, layout: str) -> list[np.ndarray]:
+        """The weights, checked; the estimators converted to ``layout``."""
+        self._require()
+        self.estimators = [to_layout(e, layout) for e in self.estimators]
+        weights = self.weights
+        assert weights is not None  # after _require()
+        return check_weights(weights, *network_sizes(self.estimators))
+
+    def _checked(self, features: list, names: Sequence[str]) -> list:
+        """``features`` (the bottleneck's first), if they have the estimators' shapes."""
+        check_features([f.shape[1:] for f in features], self.estimators, names)
+        return features
+
+    # -- estimate, fit, analyze ------------------------------------------------------------------
+
+    def estimate(
+        self, model: Any, data: Iterable, n_samples: int | None = None, progress: bool = True
+    ) -> list[Estimator]:
+        """Fit the estimators of the bottleneck and of every readout layer (docs/mathematics.md
+        section 1); vector readouts are kept as ``1 x 1`` maps. Builds the readout network (fresh
+        weights) for the channel counts found."""
+        with self._estimation(model) as (capture, layout):
+            estimators = fit_estimators(
+                capture,
+                data,
+                n_samples,
+                progress,
+                layout=lambda shape, i: layout,
+                desc="Readout estimate",
+            )
+        self.estimators = estimators
+        self._install(None)
+        return estimators
+
+    def fit(
+        self,
+        model: Any,
+        data: Iterable,
+        epochs: int = 10,
+        lr: float = 1e-5,
+        progress: bool = True,
+        seed: int | None = None,
+    ) -> list[float]:
+        """Train the readout network over ``data`` (``(inputs, labels, ...)`` batches;
+        docs/mathematics.md section 3).
+
+        Loss per batch: cross entropy of the labels on the bottlenecked model plus ``beta *
+        mean(capacity)``, one noise draw per input (seeded with ``seed``); Adam at ``lr`` on the
+        network only: the model's weights are not changed and the model is left as it was.
+        Returns (and appends to ``self.losses``) the loss of every batch.
+        """
+        bound = self._bind(model)
+        weights = self._ready(self._layout_of(bound))
+        epochs, lr = check_fit_args(epochs, lr)
+        log: list[float] = []
+        with self._training(bound, weights, lr, seed) as step:
+            bar = steps(epochs, progress, desc="Readout fit")
+            for _ in bar:
+                for x, y in labelled(data):
+                    log.append(float(step(x, y)))
+                    if not np.isfinite(log[-1]):
+                        raise ValueError(
+                            f"the loss is NaN or infinite at batch {len(log)}: lower lr or check "
+                            "the data and labels"
+                        )
+                    if hasattr(bar, "set_postfix"):
+                        bar.set_postfix(loss=f"{log[-1]:.4g}")
+        self.losses.extend(log)
+        return log
+
+    def analyze(self, model: Any, x: Any, details: bool = False) -> np.ndarray | Explanation:
+        """Heatmaps of ``x`` in bits from one forward pass (no optimisation): ``(N, H, W)``.
+
+        With ``details=True``, an ``iba.Explanation`` with ``capacity``, ``alpha``, ``lam`` (in
+        the model's layout) and the heatmap (``alphas`` holds the one ``alpha``, ``losses`` is
+        empty).
+        """
+        bound = self._bind(model)
+        layout = self._layout_of(bound)
+        weights = self._ready(layout)
+        capacity, alpha, lam, size = self._forward(bound, weights, x)
+        return explanation(capacity, alpha, lam, layout, size, details)
+
+    # -- save / load -----------------------------------------------------------------------------
+
+    def _saved_names(self) -> list[str]:
+        """The layer names a saved file keeps."""
+        return self.names
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the readout (network, estimators, configuration, losses) to ``path``: this
+        module's ``.npz`` (no pickle), the same for every framework."""
+        self._require()
+        weights = self.weights
+        assert weights is not None  # after _require()
+        save(
+            path,
+            self._saved_names(),
+            self.config,
+            self.estimators,
+            weights,
+            self.losses,
+            framework=self.framework,
+        )
+
+    @classmethod
+    def _from_file(
+        cls: type[_Self],
+        path: str | os.PathLike,
+        bottleneck: Any,
+        readouts: Sequence[Any] | None,
+        convert: str | None,
+        **options: Any,
+    ) -> _Self:
+        """A readout read from a file of :func:`save` (statistics converted to ``convert`` if
+        given); ``bottleneck`` and ``readouts`` replace the saved names unless ``None``."""
+        data = load(path, layout=convert)
+        targets = data["targets"]
+        readout = cls(
+            targets[0] if bottleneck is None else bottleneck,
+            targets[1:] if readouts is None else readouts,
+            **options,
+            **config_dict(data["config"]),
+        )
+        if len(readout._targets) != len(targets):
+            raise ValueError(
+                f"{os.fspath(path)} reads {len(targets) - 1} readout layer(s); "
+                f"{len(readout._targets) - 1} given"
+            )
+        readout.estimators = data["estimators"]
+        readout._install(data["weights"])
+        readout.losses = data["losses"]
+        return readout

@@ -12,8 +12,9 @@ training step is one ``jax.jit``.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -71,7 +72,7 @@ def readout_input(readouts: Sequence[jax.Array], stats, size, layout: str) -> ja
     return jnp.concatenate(parts, axis=1 if first else -1)
 
 
-class Readout:
+class Readout(shared.ReadoutExplainer):
     """A Readout Bottleneck at module path ``bottleneck`` that reads ``readouts`` (Flax).
 
     Args:
@@ -85,75 +86,38 @@ class Readout:
 
     The model is a Linen ``(module, variables)`` pair (or a triple with ``apply_kwargs``), a bound
     Linen module or an ``nnx.Module``, as for ``iba_jax.IBA``; it is left as it was. The API is
-    ``iba_torch.Readout``'s: ``estimate``, ``fit``, ``analyze``, ``save`` / ``load``
-    (``iba.readout``'s file, shared with PyTorch and Keras). ``weights`` are the network's
-    ``[w0, b0, w1, b1, w2, b2]`` (NumPy, ``w`` as ``(out, in)``).
+    ``iba_torch.Readout``'s (both are ``iba.readout.ReadoutExplainer``): ``estimate``, ``fit``,
+    ``analyze``, ``save`` / ``load`` (``iba.readout``'s file, shared with PyTorch and Keras).
+    ``weights`` are the network's ``[w0, b0, w1, b1, w2, b2]`` (NumPy, ``w`` as ``(out, in)``).
+    ``fit`` draws the noise from NumPy's generator seeded with ``seed`` and runs Adam (optax, the
+    reference's constants), one ``jax.jit`` per step.
     """
 
-    def __init__(
-        self,
-        bottleneck: Any,
-        readouts: Sequence[Any],
-        *,
-        beta: float = 10.0,
-        sigma: float | None = 1.0,
-        relu: bool = False,
-        min_std: float = 0.01,
-        active_threshold: float = 0.01,
-        layout: str = "channels_last",
-    ):
-        if isinstance(bottleneck, list):
-            raise TypeError("bottleneck must be one module path")
-        if isinstance(readouts, (str, tuple)) or not list(readouts):
-            raise TypeError("readouts must be a non-empty list of module paths")
-        self.engine = JaxEngine([bottleneck, *readouts])
-        self.layout = shared.check_layout(layout)
-        self.config = iba.Config(
-            beta=beta, sigma=sigma, relu=relu, min_std=min_std, active_threshold=active_threshold
-        )
-        self.estimators: list[iba.Estimator] = []
-        self.weights: list[np.ndarray] | None = None
-        self.losses: list[float] = []
+    framework = "flax"
+    layout: str  # always set (default_layout)
+    default_layout = "channels_last"
+    one_target = (str, tuple)
+    many_targets = (list,)
+    target_words = ("module path", "module paths")
+
+    def __init__(self, bottleneck: Any, readouts: Sequence[Any], **options: Any):
+        super().__init__(bottleneck, readouts, **options)
+        self.engine = JaxEngine(self._targets)
 
     @property
     def names(self) -> list[str]:
         """The module paths, bottleneck first, ``/``-joined."""
         return [_hooks.format_path(p) for p in self.engine.paths]
 
-    def __repr__(self) -> str:
-        names = self.names
-        return f"Readout(bottleneck={names[0]!r}, readouts={names[1:]}, config={self.config})"
-
     def _maps(self, features: Sequence[Any]) -> list:
         maps = [shared.as_map(f, self.layout, n) for f, n in zip(features, self.names)]
         shared.check_bottleneck_shape(tuple(maps[0].shape[1:]), self.names[0])
         return maps
 
-    # -- statistics ------------------------------------------------------------------------------
-
-    def estimate(
-        self, model: Any, data: Iterable, n_samples: int | None = None, progress: bool = True
-    ) -> list[iba.Estimator]:
-        """Fit the estimators of the bottleneck and of every readout layer (docs/mathematics.md
-        section 1); vector readouts are kept as ``1 x 1`` maps. Builds the readout network (fresh
-        weights, ``iba.readout.init_weights``) for the channel counts found."""
+    @contextlib.contextmanager
+    def _estimation(self, model: Any) -> Iterator[tuple[Callable, str]]:
         with self.engine.estimation(model) as capture:
-            self.estimators = driver.fit_estimators(
-                lambda batch: self._maps(capture(batch)),
-                data,
-                n_samples,
-                progress,
-                layout=lambda shape, i: self.layout,
-                desc="Readout estimate",
-            )
-        self.weights = shared.init_weights(*shared.network_sizes(self.estimators))
-        return self.estimators
-
-    def _ready(self) -> list[np.ndarray]:
-        shared.require(self.estimators, self.weights)
-        assert self.weights is not None
-        self.estimators = [shared.to_layout(e, self.layout) for e in self.estimators]
-        return shared.check_weights(self.weights, *shared.network_sizes(self.estimators))
+            yield (lambda batch: self._maps(capture(batch))), self.layout
 
     def _stats(self, dtype: Any) -> list[_math.LayerStats]:
         return [
@@ -165,65 +129,45 @@ class Readout:
         capture, dynamic, _ = self.engine.capture_fn(session, len(self.engine.paths))
         with driver.running_on(x):
             features = self._maps(capture(dynamic, x))
-        shared.check_features([f.shape[1:] for f in features], self.estimators, self.names)
-        return features
+        return self._checked(features, self.names)
 
     # -- training --------------------------------------------------------------------------------
 
-    def fit(
-        self,
-        model: Any,
-        data: Iterable,
-        epochs: int = 10,
-        lr: float = 1e-5,
-        progress: bool = True,
-        seed: int | None = None,
-    ) -> list[float]:
-        """Train the readout network over ``data`` (``(inputs, labels, ...)`` batches).
-
-        Loss per batch: cross entropy of the labels on the bottlenecked model plus ``beta *
-        mean(capacity)``, one noise draw per input (NumPy's generator seeded with ``seed``); Adam
-        (optax, the reference's constants) on the network only, one ``jax.jit`` per step. The
-        model is left as it was. Returns (and appends to ``self.losses``) the loss of every batch.
-        """
-        weights = self._ready()
-        epochs, lr = shared.check_fit_args(epochs, lr)
+    @contextlib.contextmanager
+    def _training(
+        self, model: Any, weights: list[np.ndarray], lr: float, seed: int | None
+    ) -> Iterator[shared.Step]:
         rng = np.random.default_rng(seed)
         optimizer = _math.adam(lr)
-        log: list[float] = []
-        params: list[jax.Array] | None = None
+        layout = self.layout
+        state: dict[str, Any] = {}
         with self.engine.session(model) as session:
             static, dynamic, _ = session.capture_parts()
-            step = jax.jit(self._step(session.runner(static), optimizer))
-            opt_state = None
-            for _ in driver.steps(epochs, progress, desc="Readout fit"):
-                for x, y in shared.labelled(data):
-                    x = jax.tree.map(jnp.asarray, x)
-                    driver.check_finite(x)
-                    features = self._features(session, x)
-                    r = features[0]
-                    if params is None:
-                        params = [jnp.asarray(w, r.dtype) for w in weights]
-                        opt_state = optimizer.init(params)
-                        stats = self._stats(r.dtype)
-                    labels = shared.check_labels(y, int(r.shape[0]))
-                    size = shared.grid(r.shape[1:], self.layout)
-                    readin = readout_input(features[1:], stats[1:], size, self.layout)
-                    noise = jnp.asarray(rng.standard_normal(r.shape), r.dtype)
-                    params, opt_state, loss = step(
-                        params, opt_state, dynamic, x, r, readin, noise,
-                        jnp.asarray(labels, jnp.int32), stats[0],
-                    )  # fmt: skip
-                    log.append(float(loss))
-                    if not np.isfinite(log[-1]):
-                        raise ValueError(
-                            f"the loss is NaN or infinite at batch {len(log)}: lower lr or check "
-                            "the data and labels"
-                        )
-        if params is not None:
-            self.weights = [np.asarray(p, np.float64) for p in params]
-        self.losses.extend(log)
-        return log
+            jitted = jax.jit(self._step(session.runner(static), optimizer))
+
+            def step(x: Any, y: Any) -> float:
+                x = jax.tree.map(jnp.asarray, x)
+                driver.check_finite(x)
+                features = self._features(session, x)
+                r = features[0]
+                if "params" not in state:
+                    state["params"] = [jnp.asarray(w, r.dtype) for w in weights]
+                    state["opt"] = optimizer.init(state["params"])
+                    state["stats"] = self._stats(r.dtype)
+                stats = state["stats"]
+                labels = shared.check_labels(y, int(r.shape[0]))
+                readin = readout_input(features[1:], stats[1:], shared.grid(r.shape[1:], layout),
+                                       layout)  # fmt: skip
+                noise = jnp.asarray(rng.standard_normal(r.shape), r.dtype)
+                state["params"], state["opt"], loss = jitted(
+                    state["params"], state["opt"], dynamic, x, r, readin, noise,
+                    jnp.asarray(labels, jnp.int32), stats[0],
+                )  # fmt: skip
+                return float(loss)
+
+            yield step
+        if "params" in state:
+            self.weights = [np.asarray(p, np.float64) for p in state["params"]]
 
     def _step(self, run: _hooks.Runner, optimizer: optax.GradientTransformation) -> Callable:
         """``(params, opt_state, dynamic, x, r, readin, noise, labels, stats) -> (params,
@@ -255,14 +199,9 @@ class Readout:
 
     # -- heatmaps --------------------------------------------------------------------------------
 
-    def analyze(self, model: Any, x: Any, details: bool = False) -> np.ndarray | iba.Explanation:
-        """Heatmaps of ``x`` in bits from one forward pass (no optimisation): ``(N, H, W)``.
-
-        With ``details=True``, an ``iba.Explanation`` with ``capacity``, ``alpha``, ``lam`` (in
-        the model's layout) and the heatmap (``alphas`` holds the one ``alpha``, ``losses`` is
-        empty).
-        """
-        weights = self._ready()
+    def _forward(
+        self, model: Any, weights: list[np.ndarray], x: Any
+    ) -> tuple[Any, Any, Any, tuple[int, int] | None]:
         driver.check_finite(x)
         x = jax.tree.map(jnp.asarray, x)
         layout = self.layout
@@ -275,33 +214,12 @@ class Readout:
         alpha = network(params, readin, layout)
         lam = _math.damping(alpha, layout, self.config.sigma)
         cap = _math.capacity(r, lam, *stats[0])
-        capacity = np.asarray(cap, np.float64)
         size = None
         if isinstance(x, jax.Array) and x.ndim == 4:
             size = tuple(x.shape[1:3]) if layout == "channels_last" else tuple(x.shape[2:])
-        maps = iba.heatmap(capacity, layout, size)
-        if not details:
-            return maps
-        alpha_np = np.asarray(alpha, np.float64)
-        return iba.Explanation(
-            capacity=capacity,
-            alpha=alpha_np,
-            lam=np.asarray(lam, np.float64),
-            alphas=alpha_np[None],
-            losses=np.zeros((0, alpha_np.shape[0])),
-            heatmap=maps,
-        )
+        return cap, alpha, lam, size
 
     # -- save / load -----------------------------------------------------------------------------
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the readout to ``path`` (``iba.readout``'s ``.npz``, no pickle, the same for
-        every framework; module paths ``/``-joined)."""
-        shared.require(self.estimators, self.weights)
-        assert self.weights is not None
-        shared.save(
-            path, self.names, self.config, self.estimators, self.weights, self.losses, "flax"
-        )
 
     @classmethod
     def load(
@@ -314,22 +232,4 @@ class Readout:
         """Read a readout written by ``save`` of any framework; ``bottleneck`` and ``readouts``
         replace the saved layer names (a file of another framework names its layers), and the
         statistics are converted to ``layout``."""
-        data = shared.load(path, layout=layout)
-        targets = data["targets"]
-        readout = cls(
-            targets[0] if bottleneck is None else bottleneck,
-            targets[1:] if readouts is None else list(readouts),
-            layout=layout,
-            **shared.config_dict(data["config"]),
-        )
-        if len(readout.engine.paths) != len(targets):
-            raise ValueError(
-                f"{os.fspath(path)} reads {len(targets) - 1} readout layer(s); "
-                f"{len(readout.engine.paths) - 1} given"
-            )
-        readout.estimators = data["estimators"]
-        readout.weights = shared.check_weights(
-            data["weights"], *shared.network_sizes(readout.estimators)
-        )
-        readout.losses = data["losses"]
-        return readout
+        return cls._from_file(path, bottleneck, readouts, layout, layout=layout)

@@ -12,8 +12,9 @@ of a Functional / Sequential model: the user's model is not changed).
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
@@ -145,7 +146,7 @@ def readout_input(readouts: Sequence[Any], stats: Sequence[_ops.LayerStats], siz
     return ops.concatenate(parts, axis=1 if first else -1)
 
 
-class Readout:
+class Readout(shared.ReadoutExplainer):
     """A Readout Bottleneck at ``bottleneck`` that reads the features of ``readouts`` (Keras 3).
 
     Args:
@@ -159,9 +160,11 @@ class Readout:
         layout: the data format of an inserted ``IBALayer`` (default
             ``keras.config.image_data_format()``); the readouts are read in the same layout.
 
-    The API is ``iba_torch.Readout``'s: ``estimate``, ``fit``, ``analyze``, ``save`` / ``load``
-    (``iba.readout``'s file, shared with PyTorch and Flax). ``weights`` are the network's
-    ``[w0, b0, w1, b1, w2, b2]`` (NumPy, ``w`` as ``(out, in)``).
+    The API is ``iba_torch.Readout``'s (both are ``iba.readout.ReadoutExplainer``):
+    ``estimate``, ``fit``, ``analyze``, ``save`` / ``load`` (``iba.readout``'s file, shared with
+    PyTorch and Flax). ``weights`` are the network's ``[w0, b0, w1, b1, w2, b2]`` (NumPy, ``w`` as
+    ``(out, in)``). ``fit`` draws the noise from NumPy's generator seeded with ``seed`` and runs
+    the reference's Adam (``iba.adam_update``).
 
     Example:
         >>> readout = Readout("conv2", ["conv3", "logits"])  # doctest: +SKIP
@@ -170,74 +173,26 @@ class Readout:
         >>> heatmaps = readout.analyze(model, x)  # one forward pass  # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        bottleneck: Any,
-        readouts: Sequence[Any],
-        *,
-        beta: float = 10.0,
-        sigma: float | None = 1.0,
-        relu: bool = False,
-        min_std: float = 0.01,
-        active_threshold: float = 0.01,
-        layout: str | None = None,
-    ):
-        if isinstance(bottleneck, (list, tuple)):
-            raise TypeError("bottleneck must be one layer or layer name")
-        if isinstance(readouts, (str, keras.layers.Layer)) or not list(readouts):
-            raise TypeError("readouts must be a non-empty list of layers or layer names")
-        if layout is not None:
-            shared.check_layout(layout)
-        self._targets = [bottleneck, *readouts]
-        self.layout = layout
-        self.config = iba.Config(
-            beta=beta, sigma=sigma, relu=relu, min_std=min_std, active_threshold=active_threshold
-        )
-        self.estimators: list[iba.Estimator] = []
-        self.weights: list[np.ndarray] | None = None
-        self.losses: list[float] = []
+    framework = "keras"
+    one_target = (str, keras.layers.Layer)
 
-    def __repr__(self) -> str:
-        names = [t if isinstance(t, str) else t.name for t in self._targets]
-        return f"Readout(bottleneck={names[0]!r}, readouts={names[1:]}, config={self.config})"
+    def _name(self, target: Any) -> str:
+        return target if isinstance(target, str) else target.name
 
-    def _parts(self, model: Any) -> _Parts:
+    def _bind(self, model: Any) -> _Parts:
         return _Parts(model, self._targets, self.layout)
 
-    # -- statistics ------------------------------------------------------------------------------
+    def _layout_of(self, bound: _Parts) -> str:
+        return bound.layout
 
-    def estimate(
-        self,
-        model: keras.Model,
-        data: Iterable,
-        n_samples: int | None = None,
-        progress: bool = True,
-    ) -> list[iba.Estimator]:
-        """Fit the estimators of the bottleneck and of every readout layer (docs/mathematics.md
-        section 1); vector readouts are kept as ``1 x 1`` maps. Builds the readout network (fresh
-        weights, ``iba.readout.init_weights``) for the channel counts found."""
-        parts = self._parts(model)
+    @contextlib.contextmanager
+    def _estimation(self, model: Any) -> Iterator[tuple[Callable, str]]:
+        parts = self._bind(model)
 
         def capture(batch: Any) -> list[np.ndarray]:
             return [ops.convert_to_numpy(f) for f in parts.read(to_tensors(batch), compiled=True)]
 
-        self.estimators = driver.fit_estimators(
-            capture,
-            data,
-            n_samples,
-            progress,
-            layout=lambda shape, i: parts.layout,
-            desc="Readout estimate",
-        )
-        self.weights = shared.init_weights(*shared.network_sizes(self.estimators))
-        return self.estimators
-
-    def _ready(self, parts: _Parts) -> list[np.ndarray]:
-        """The weights, checked; the estimators in the model's layout."""
-        shared.require(self.estimators, self.weights)
-        assert self.weights is not None
-        self.estimators = [shared.to_layout(e, parts.layout) for e in self.estimators]
-        return shared.check_weights(self.weights, *shared.network_sizes(self.estimators))
+        yield capture, parts.layout
 
     def _stats(self, dtype: str) -> list[_ops.LayerStats]:
         return [
@@ -245,76 +200,52 @@ class Readout:
             for s in shared.statistics(self.estimators, self.config)
         ]
 
-    def _features(self, parts: _Parts, x: Any, compiled: bool = False) -> list:
+    def _features(self, parts: _Parts, x: Any) -> list:
         with driver.running_on(x):
-            features = parts.read(x, compiled)
-        shared.check_features([f.shape[1:] for f in features], self.estimators, parts.names)
-        return features
+            features = parts.read(x)
+        return self._checked(features, parts.names)
 
     # -- training --------------------------------------------------------------------------------
 
-    def fit(
-        self,
-        model: keras.Model,
-        data: Iterable,
-        epochs: int = 10,
-        lr: float = 1e-5,
-        progress: bool = True,
-        seed: int | None = None,
-    ) -> list[float]:
-        """Train the readout network over ``data`` (``(inputs, labels, ...)`` batches).
-
-        Loss per batch: cross entropy of the labels on the bottlenecked model plus ``beta *
-        mean(capacity)``, one noise draw per input (NumPy's generator seeded with ``seed``); the
-        reference's Adam (``iba.adam_update``) on the network only. The model's weights are not
-        changed. Returns (and appends to ``self.losses``) the loss of every batch.
-        """
-        parts = self._parts(model)
-        weights = self._ready(parts)
-        epochs, lr = shared.check_fit_args(epochs, lr)
+    @contextlib.contextmanager
+    def _training(
+        self, parts: _Parts, weights: list[np.ndarray], lr: float, seed: int | None
+    ) -> Iterator[shared.Step]:
         rng = np.random.default_rng(seed)
-        log: list[float] = []
         state: dict[str, Any] = {}
-        bar = driver.steps(epochs, progress, desc="Readout fit")
-        for _ in bar:
-            for x, y in shared.labelled(data):
-                x = to_tensors(x)
-                driver.check_finite(x)
-                features = self._features(parts, x)
-                r = features[0]
-                dtype = keras.backend.standardize_dtype(r.dtype)
-                if "step" not in state:
-                    state["stats"] = self._stats(dtype)
-                    state["params"] = [ops.convert_to_tensor(w, dtype) for w in weights]
-                    state["mu"] = [ops.zeros_like(p) for p in state["params"]]
-                    state["nu"] = [ops.zeros_like(p) for p in state["params"]]
-                    state["step"] = _train_step(self._objective(parts), lr, parts.head.variables)
-                    state["count"] = 0
-                stats = state["stats"]
-                rows = int(r.shape[0])
-                labels = shared.check_labels(y, rows, parts.n_classes)
-                size = shared.grid(r.shape[1:], parts.layout)
-                readin = readout_input(features[1:], stats[1:], size, parts.layout)
-                noise = ops.convert_to_tensor(rng.standard_normal(tuple(r.shape)), dtype)
-                state["count"] += 1
-                count = ops.convert_to_tensor(float(state["count"]), dtype)
-                params, mu, nu, loss = state["step"](
-                    state["params"], state["mu"], state["nu"], count,
-                    r, readin, noise, ops.convert_to_tensor(labels.astype(np.int32)), *stats[0],
-                )  # fmt: skip
-                state["params"], state["mu"], state["nu"] = list(params), list(mu), list(nu)
-                log.append(float(ops.convert_to_numpy(loss)))
-                if not np.isfinite(log[-1]):
-                    raise ValueError(
-                        f"the loss is NaN or infinite at batch {len(log)}: lower lr or check the "
-                        "data and labels"
-                    )
+
+        def step(x: Any, y: Any) -> float:
+            x = to_tensors(x)
+            driver.check_finite(x)
+            features = self._features(parts, x)
+            r = features[0]
+            dtype = keras.backend.standardize_dtype(r.dtype)
+            if "step" not in state:
+                state["stats"] = self._stats(dtype)
+                state["params"] = [ops.convert_to_tensor(w, dtype) for w in weights]
+                state["mu"] = [ops.zeros_like(p) for p in state["params"]]
+                state["nu"] = [ops.zeros_like(p) for p in state["params"]]
+                state["step"] = _train_step(self._objective(parts), lr, parts.head.variables)
+                state["count"] = 0
+            stats = state["stats"]
+            labels = shared.check_labels(y, int(r.shape[0]), parts.n_classes)
+            size = shared.grid(r.shape[1:], parts.layout)
+            readin = readout_input(features[1:], stats[1:], size, parts.layout)
+            noise = ops.convert_to_tensor(rng.standard_normal(tuple(r.shape)), dtype)
+            state["count"] += 1
+            count = ops.convert_to_tensor(float(state["count"]), dtype)
+            params, mu, nu, loss = state["step"](
+                state["params"], state["mu"], state["nu"], count,
+                r, readin, noise, ops.convert_to_tensor(labels.astype(np.int32)), *stats[0],
+            )  # fmt: skip
+            state["params"], state["mu"], state["nu"] = list(params), list(mu), list(nu)
+            return float(ops.convert_to_numpy(loss))
+
+        yield step
         if "params" in state:
             self.weights = [
                 np.asarray(ops.convert_to_numpy(p), np.float64) for p in state["params"]
             ]
-        self.losses.extend(log)
-        return log
 
     def _objective(self, parts: _Parts) -> Callable:
         """``(params, r, readin, noise, labels, mean, std, mask) -> loss`` in ``keras.ops``."""
@@ -339,17 +270,9 @@ class Readout:
 
     # -- heatmaps --------------------------------------------------------------------------------
 
-    def analyze(
-        self, model: keras.Model, x: Any, details: bool = False
-    ) -> np.ndarray | iba.Explanation:
-        """Heatmaps of ``x`` in bits from one forward pass (no optimisation): ``(N, H, W)``.
-
-        With ``details=True``, an ``iba.Explanation`` with ``capacity``, ``alpha``, ``lam`` (in
-        the model's layout) and the heatmap (``alphas`` holds the one ``alpha``, ``losses`` is
-        empty).
-        """
-        parts = self._parts(model)
-        weights = self._ready(parts)
+    def _forward(
+        self, parts: _Parts, weights: list[np.ndarray], x: Any
+    ) -> tuple[Any, Any, Any, tuple[int, int] | None]:
         driver.check_finite(x)
         x = to_tensors(x)
         layout = parts.layout
@@ -365,31 +288,10 @@ class Readout:
             alpha = network(params, readin, layout)
             lam = _ops.damping(alpha, layout, self.config.sigma)
             cap = _ops.capacity(r, lam, *stats[0])
-        capacity = np.asarray(ops.convert_to_numpy(cap), np.float64)
-        maps = iba.heatmap(capacity, layout, _input_size(x, layout))
-        if not details:
-            return maps
-        alpha_np = np.asarray(ops.convert_to_numpy(alpha), np.float64)
-        return iba.Explanation(
-            capacity=capacity,
-            alpha=alpha_np,
-            lam=np.asarray(ops.convert_to_numpy(lam), np.float64),
-            alphas=alpha_np[None],
-            losses=np.zeros((0, alpha_np.shape[0])),
-            heatmap=maps,
-        )
+        arrays = [ops.convert_to_numpy(a) for a in (cap, alpha, lam)]
+        return (*arrays, _input_size(x, layout))
 
     # -- save / load -----------------------------------------------------------------------------
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the readout to ``path`` (``iba.readout``'s ``.npz``, no pickle, the same for
-        every framework; layer objects are saved by their names)."""
-        shared.require(self.estimators, self.weights)
-        assert self.weights is not None
-        names = [t if isinstance(t, str) else t.name for t in self._targets]
-        shared.save(
-            path, names, self.config, self.estimators, self.weights, self.losses, framework="keras"
-        )
 
     @classmethod
     def load(
@@ -402,25 +304,7 @@ class Readout:
         """Read a readout written by ``save`` of any framework; ``bottleneck`` and ``readouts``
         replace the saved layer names (a file of another framework names its layers), whose
         statistics are converted to the model's layout when it is used."""
-        data = shared.load(path)
-        targets = data["targets"]
-        readout = cls(
-            targets[0] if bottleneck is None else bottleneck,
-            targets[1:] if readouts is None else list(readouts),
-            layout=layout,
-            **shared.config_dict(data["config"]),
-        )
-        if len(readout._targets) != len(targets):
-            raise ValueError(
-                f"{os.fspath(path)} reads {len(targets) - 1} readout layer(s); "
-                f"{len(readout._targets) - 1} given"
-            )
-        readout.estimators = data["estimators"]
-        readout.weights = shared.check_weights(
-            data["weights"], *shared.network_sizes(readout.estimators)
-        )
-        readout.losses = data["losses"]
-        return readout
+        return cls._from_file(path, bottleneck, readouts, None, layout=layout)
 
 
 def _train_step(objective: Callable, lr: float, variables: Sequence[Any]) -> Callable:

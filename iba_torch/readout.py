@@ -8,13 +8,13 @@ capacity. The bottleneck itself is the reference's (``iba.bottleneck``, ``iba.ca
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import iba
 from iba import driver
@@ -75,7 +75,16 @@ def set_network_weights(net: torch.nn.Sequential, weights: list) -> None:
             conv.bias.copy_(torch.as_tensor(b))
 
 
-class Readout:
+class _Bound(NamedTuple):
+    """A model reached by a Readout: its target modules ``(name, module)``, device and dtype."""
+
+    model: torch.nn.Module
+    modules: list
+    device: Any
+    dtype: Any
+
+
+class Readout(shared.ReadoutExplainer):
     """A Readout Bottleneck at ``bottleneck`` that reads the features of ``readouts``.
 
     Args:
@@ -85,6 +94,10 @@ class Readout:
             ``(C_l, h, w)`` are resized to ``H x W``, vectors ``(D,)`` (e.g. logits) are expanded.
         beta, sigma, relu, min_std, active_threshold: as in ``iba.Config``.
 
+    The framework-free part (checks, estimators, ``fit`` / ``analyze``'s driver, ``save`` /
+    ``load``) is ``iba.readout.ReadoutExplainer``; ``network`` is the ``torch.nn.Sequential``
+    (``readout_network``) after ``estimate`` or ``load``.
+
     Example:
         >>> readout = Readout("layer3", ["layer4", "fc"])  # doctest: +SKIP
         >>> readout.estimate(model, loader, n_samples=5000)  # doctest: +SKIP
@@ -92,81 +105,56 @@ class Readout:
         >>> heatmaps = readout.analyze(model, x)  # one forward pass  # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        bottleneck: str | torch.nn.Module,
-        readouts: list[str | torch.nn.Module],
-        *,
-        beta: float = 10.0,
-        sigma: float | None = 1.0,
-        relu: bool = False,
-        min_std: float = 0.01,
-        active_threshold: float = 0.01,
-    ):
-        self._targets = _model.to_list(bottleneck)[:1] + _model.to_list(readouts)
+    framework = "torch"
+    layout: str  # always set (default_layout)
+    default_layout = "channels_first"
+    layouts = ("channels_first",)
+    network: torch.nn.Sequential | None = None
+
+    def _check_targets(self, bottleneck: Any, readouts: Any) -> list[Any]:
+        targets = _model.to_list(bottleneck)[:1] + _model.to_list(readouts)
         if len(_model.to_list(bottleneck)) != 1:
             raise TypeError("bottleneck must be one module or name")
-        self.config = iba.Config(
-            beta=beta, sigma=sigma, relu=relu, min_std=min_std, active_threshold=active_threshold
-        )
-        self.estimators: list[iba.Estimator] = []
-        self.network: torch.nn.Sequential | None = None
-        self.losses: list[float] = []
+        return targets
 
-    def __repr__(self) -> str:
-        names = [t if isinstance(t, str) else type(t).__name__ for t in self._targets]
-        return f"Readout(bottleneck={names[0]!r}, readouts={names[1:]}, config={self.config})"
-
-    # -- statistics ------------------------------------------------------------------------------
-
-    def estimate(
-        self,
-        model: torch.nn.Module,
-        data: Iterable,
-        n_samples: int | None = None,
-        progress: bool = True,
-    ) -> list[iba.Estimator]:
-        """Fit the estimators of the bottleneck and of every readout layer (docs/mathematics.md section 1).
-
-        Vector readouts ``(D,)`` are kept as ``(D, 1, 1)`` feature maps. Builds the readout
-        network (fresh weights) for the channel counts found.
-        """
+    def _bind(self, model: torch.nn.Module) -> _Bound:
         modules = _model.resolve(model, self._targets)
-        device, dtype = _model.model_device_dtype(model)
+        return _Bound(model, modules, *_model.model_device_dtype(model))
 
-        def capture(batch: Any) -> list[torch.Tensor]:
-            inputs = _model.as_inputs(batch, device, dtype)
-            _model.check_finite(inputs)
-            return [_as_map(f) for f in _model.capture(model, inputs, modules, ordered=False)]
+    # -- the network -----------------------------------------------------------------------------
 
-        with _model.preserved(model, freeze=False):
-            estimators = driver.fit_estimators(
-                capture, data, n_samples, progress, desc="Readout estimate"
-            )
-        self.estimators = estimators
-        self.network = self._build()
-        return estimators
-
-    def _build(self) -> torch.nn.Sequential:
-        in_channels, channels = shared.network_sizes(self.estimators)
-        return readout_network(in_channels, channels)
-
-    def _require(self) -> torch.nn.Sequential:
-        """The readout network; raises before ``estimate`` or ``load``."""
-        shared.require(self.estimators, self.network)
-        assert self.network is not None
+    def _network(self) -> torch.nn.Sequential | None:
         return self.network
 
-    @property
-    def weights(self) -> list[np.ndarray]:
-        """The network's weights in ``iba.readout``'s form ``[w0, b0, w1, b1, w2, b2]``."""
+    def _get_weights(self) -> list[np.ndarray]:
         return network_weights(self._require())
 
-    @weights.setter
-    def weights(self, weights: list) -> None:
+    def _set_weights(self, weights: Any) -> None:
         set_network_weights(self._require(), weights)
 
+    def _install(self, weights: Any) -> None:
+        net = readout_network(*shared.network_sizes(self.estimators))
+        if weights is not None:
+            # float64, the file's precision; analyze and fit cast it to the model's dtype
+            net = net.double()
+            set_network_weights(net, weights)
+            net.eval()
+        self.network = net
+
     # -- the forward pass ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _estimation(self, model: torch.nn.Module) -> Iterator[tuple[Callable, str]]:
+        bound = self._bind(model)
+
+        def capture(batch: Any) -> list[torch.Tensor]:
+            inputs = _model.as_inputs(batch, bound.device, bound.dtype)
+            _model.check_finite(inputs)
+            features = _model.capture(model, inputs, bound.modules, ordered=False)
+            return [_as_map(f) for f in features]
+
+        with _model.preserved(model, freeze=False):
+            yield capture, "channels_first"
 
     def _stats(self, like: torch.Tensor) -> list[_math.LayerStats]:
         stats = []
@@ -178,9 +166,7 @@ class Readout:
     def _read(self, model, inputs, modules, stats) -> tuple[torch.Tensor, torch.Tensor]:
         """The bottleneck's features ``R`` and the readout network's input (no gradient)."""
         features = [_as_map(f) for f in _model.capture(model, inputs, modules, ordered=False)]
-        shared.check_features(
-            [f.shape[1:] for f in features], self.estimators, [m[0] for m in modules]
-        )
+        self._checked(features, [m[0] for m in modules])
         r = features[0]
         height, width = r.shape[-2:]
         parts = []
@@ -198,28 +184,38 @@ class Readout:
         assert self.network is not None  # after _require()
         return self.network(readout_input).clamp(-ALPHA_BOUND, ALPHA_BOUND)
 
+    def _forward(
+        self, bound: _Bound, weights: list[np.ndarray], x: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int] | None]:
+        model, modules = bound.model, bound.modules
+        network = self._require()
+        inputs = _model.as_inputs(x, bound.device, bound.dtype)
+        _model.check_finite(inputs)
+        with _model.preserved(model), torch.no_grad():
+            r0 = _model.capture(model, inputs, modules[:1])[0]
+            network.to(device=r0.device, dtype=r0.dtype).eval()
+            stats = self._stats(r0)
+            r, readout_input = self._read(model, inputs, modules, stats)
+            alpha = self._alpha(readout_input)
+            lam = _math.damping(alpha, "channels_first", self.config.sigma)
+            first = stats[0]
+            cap = _math.capacity(r, lam, first.mean, first.std, first.mask)
+        size = None
+        args, kwargs = inputs
+        if len(args) == 1 and not kwargs and args[0].ndim == 4:
+            size = tuple(args[0].shape[2:])
+        return (*(t.cpu().double().numpy() for t in (cap, alpha, lam)), size)
+
     # -- training --------------------------------------------------------------------------------
 
-    def fit(
-        self,
-        model: torch.nn.Module,
-        data: Iterable,
-        epochs: int = 10,
-        lr: float = 1e-5,
-        progress: bool = True,
-        seed: int | None = None,
-    ) -> list[float]:
-        """Train the readout network over ``data`` (``(inputs, labels, ...)`` batches).
-
-        Loss per batch: cross entropy of the label on the bottlenecked model plus
-        ``beta * mean(capacity)``; Adam on the readout network only (the model's weights get no
-        gradients and the model is left as it was). Returns (and appends to ``self.losses``) the
-        loss of every batch.
-        """
+    @contextlib.contextmanager
+    def _training(
+        self, bound: _Bound, weights: list[np.ndarray], lr: float, seed: int | None
+    ) -> Iterator[shared.Step]:
+        """Adam on the network only, the noise from a ``torch.Generator`` seeded with ``seed``;
+        the model's weights get no gradients."""
         network = self._require()
-        epochs, lr = shared.check_fit_args(epochs, lr)
-        modules = _model.resolve(model, self._targets)
-        device, dtype = _model.model_device_dtype(model)
+        model, modules, device, dtype = bound
         config = self.config
         network.to(device=device, dtype=dtype)
         optimizer = torch.optim.Adam(network.parameters(), lr=lr)
@@ -235,108 +231,44 @@ class Readout:
 
         like = torch.empty((), dtype=dtype or torch.float32, device=device or "cpu")
         stats = self._stats(like)
-        log: list[float] = []
-        network.train()
-        with _model.preserved(model), _model.hooks([(modules[0][1], hook)]):
-            bar = tqdm(range(epochs), desc="Readout fit", unit="epoch", disable=not progress)
-            for _ in bar:
-                for x, y in shared.labelled(data):
-                    inputs = _model.as_inputs(x, device, dtype)
-                    _model.check_finite(inputs)
-                    state.clear()
-                    with torch.no_grad():
-                        r, readout_input = self._read(model, inputs, modules, stats)
-                    first = stats[0]
-                    lam = _math.damping(self._alpha(readout_input), "channels_first", config.sigma)
-                    noise = torch.randn(
-                        r.shape, generator=generator, dtype=r.dtype, device=r.device
-                    )
-                    eps = first.std * noise + first.mean
-                    state["z"] = _math.bottleneck(r, lam, eps, first.mask, config.relu)
-                    with torch.enable_grad():
-                        outputs = _model.call(model, inputs)
-                    state.pop("z")
-                    rows = int(r.shape[0])
-                    labels = torch.as_tensor(shared.check_labels(y, rows)).to(r.device)
-                    cross_entropy = torch.nn.functional.cross_entropy(
-                        _math.logits_of(outputs), labels
-                    )
-                    cap = _math.capacity(r, lam, first.mean, first.std, first.mask)
-                    loss = cross_entropy + config.beta * cap.mean()
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    log.append(float(loss.detach()))
-                    bar.set_postfix(loss=f"{log[-1]:.4g}")
-        network.eval()
-        self.losses.extend(log)
-        return log
+        first = stats[0]
 
-    # -- heatmaps --------------------------------------------------------------------------------
-
-    def analyze(
-        self, model: torch.nn.Module, x: Any, details: bool = False
-    ) -> np.ndarray | iba.Explanation:
-        """Heatmaps of ``x`` in bits from one forward pass (no optimisation): ``(N, H, W)``.
-
-        With ``details=True``, an ``iba.Explanation`` with ``capacity``, ``alpha``, ``lam`` and
-        the heatmap (``alphas`` holds the one ``alpha``, ``losses`` is empty).
-        """
-        network = self._require()
-        modules = _model.resolve(model, self._targets)
-        device, dtype = _model.model_device_dtype(model)
-        inputs = _model.as_inputs(x, device, dtype)
-        _model.check_finite(inputs)
-        config = self.config
-        with _model.preserved(model), torch.no_grad():
-            r0 = _model.capture(model, inputs, modules[:1])[0]
-            network.to(device=r0.device, dtype=r0.dtype).eval()
-            stats = self._stats(r0)
-            r, readout_input = self._read(model, inputs, modules, stats)
-            alpha = self._alpha(readout_input)
-            lam = _math.damping(alpha, "channels_first", config.sigma)
-            first = stats[0]
+        def step(x: Any, y: Any) -> float:
+            inputs = _model.as_inputs(x, device, dtype)
+            _model.check_finite(inputs)
+            state.clear()
+            with torch.no_grad():
+                r, readout_input = self._read(model, inputs, modules, stats)
+            lam = _math.damping(self._alpha(readout_input), "channels_first", config.sigma)
+            noise = torch.randn(r.shape, generator=generator, dtype=r.dtype, device=r.device)
+            state["z"] = _math.bottleneck(r, lam, first.std * noise + first.mean, first.mask,
+                                          config.relu)  # fmt: skip
+            with torch.enable_grad():
+                outputs = _model.call(model, inputs)
+            state.pop("z")
+            labels = torch.as_tensor(shared.check_labels(y, int(r.shape[0]))).to(r.device)
+            cross_entropy = torch.nn.functional.cross_entropy(_math.logits_of(outputs), labels)
             cap = _math.capacity(r, lam, first.mean, first.std, first.mask)
-        capacity = cap.cpu().double().numpy()
-        size = None
-        args, kwargs = inputs
-        if len(args) == 1 and not kwargs and args[0].ndim == 4:
-            size = tuple(args[0].shape[2:])
-        maps = iba.heatmap(capacity, "channels_first", size)
-        if not details:
-            return maps
-        alpha_np = alpha.cpu().double().numpy()
-        return iba.Explanation(
-            capacity=capacity,
-            alpha=alpha_np,
-            lam=lam.cpu().double().numpy(),
-            alphas=alpha_np[None],
-            losses=np.zeros((0, alpha_np.shape[0])),
-            heatmap=maps,
-        )
+            loss = cross_entropy + config.beta * cap.mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return float(loss.detach())
+
+        network.train()
+        try:
+            with _model.preserved(model), _model.hooks([(modules[0][1], hook)]):
+                yield step
+        finally:
+            network.eval()
 
     # -- save / load -----------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the readout (network, estimators, configuration, losses) to ``path``.
-
-        The file is ``iba.readout``'s ``.npz`` (no pickle), the same for every framework: a
-        readout trained here loads in ``iba_tf.Readout`` and ``iba_jax.Readout`` (with their
-        layer names and layout).
-        """
-        network = self._require()
-        names = [t if isinstance(t, str) else None for t in self._targets]
-        if None in names:
+    def _saved_names(self) -> list[str]:
+        names = [t for t in self._targets if isinstance(t, str)]
+        if len(names) != len(self._targets):
             raise ValueError("save() needs the layers given by name (dotted names), not modules")
-        shared.save(
-            path,
-            names,  # type: ignore[arg-type]  # no None left
-            self.config,
-            self.estimators,
-            network_weights(network),
-            self.losses,
-            framework="torch",
-        )
+        return names
 
     @classmethod
     def load(
@@ -353,26 +285,7 @@ class Readout:
         """
         if not shared.is_readout_file(path):
             return cls._load_torch(path)
-        data = shared.load(path, layout="channels_first")
-        targets = data["targets"]
-        config = data["config"]
-        readout = cls(
-            targets[0] if bottleneck is None else bottleneck,
-            targets[1:] if readouts is None else readouts,
-            **shared.config_dict(config),
-        )
-        if len(readout._targets) != len(targets):
-            raise ValueError(
-                f"{os.fspath(path)} reads {len(targets) - 1} readout layer(s); "
-                f"{len(readout._targets) - 1} given"
-            )
-        readout.estimators = data["estimators"]
-        # float64, the file's precision; analyze and fit cast it to the model's dtype
-        readout.network = readout._build().double()
-        set_network_weights(readout.network, data["weights"])
-        readout.network.eval()
-        readout.losses = data["losses"]
-        return readout
+        return cls._from_file(path, bottleneck, readouts, "channels_first")
 
     @classmethod
     def _load_torch(cls, path: str | os.PathLike) -> Readout:
@@ -392,7 +305,8 @@ class Readout:
             )
             for arrays in data["estimators"]
         ]
-        readout.network = readout._build()
+        readout._install(None)
+        assert readout.network is not None
         readout.network.load_state_dict(data["network"])
         readout.network.eval()
         readout.losses = list(data["losses"])

@@ -1,6 +1,7 @@
 """The Readout Bottleneck (docs/mathematics.md section 3) on every backend: with the same network
 weights, ``Readout.analyze`` gives the NumPy reference's heatmap (``iba.readout.reference``), and
-neither ``analyze`` nor ``fit`` changes the model."""
+neither ``analyze`` nor ``fit`` changes the model. The network's weights are the conformance
+case's (``conformance.readout.weights``: ``alpha`` reaches both clamp bounds)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
+from conformance.readout import weights
 from iba import readout as shared
 
 from .conftest import BACKEND
@@ -28,22 +30,13 @@ def _readout_class():
     return Readout
 
 
-def _weights() -> list[np.ndarray]:
-    """Seeded weights large enough that ``alpha`` reaches both clamp bounds."""
-    w = shared.init_weights(18, 6, seed=3)
-    rng = np.random.default_rng(4)
-    w[4] = 4.0 * rng.standard_normal(w[4].shape)
-    w[5] = rng.uniform(-2.0, 2.0, w[5].shape)
-    return w
-
-
 @pytest.fixture(scope="module")
 def readout(subject):
     made = _readout_class()(subject.target, READOUTS, relu=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         made.estimate(subject.model, subject.data, progress=False)
-    made.weights = _weights()
+    made.weights = weights()
     return made
 
 
@@ -57,7 +50,7 @@ def test_readout_heatmap_is_the_references(subject, readout):
     features = [reference_features(x, name) for name in ("relu2", *READOUTS)]
     estimators = [shared.to_layout(e, "channels_first") for e in readout.estimators]
     ref = shared.reference(
-        features, estimators, _weights(), readout.config, "channels_first", x.shape[2:]
+        features, estimators, weights(), readout.config, "channels_first", x.shape[2:]
     )
     assert ref.alpha.max() == 5.0 and (np.abs(ref.alpha) < 5.0).mean() > 0.2  # clamped, varied
     assert got.heatmap.shape == (2, 8, 8)
@@ -79,4 +72,4 @@ def test_readout_fit_leaves_the_model(subject, readout):
     assert_same(before, subject.snapshot(subject.model))
     assert len(losses) == 4 and np.all(np.isfinite(losses))
     assert any(np.abs(a - b).max() > 0 for a, b in zip(readout.weights, start))
-    readout.weights = _weights()  # for the other tests of this subject
+    readout.weights = weights()  # for the other tests of this subject
