@@ -21,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import operator
 import os
+import queue
 import re
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, Protocol
@@ -486,6 +488,107 @@ class Explainer:
             input_size = run.input_size(plan.layout)
         return explanation(result, plan.layout, input_size, details)
 
+    def analyze_batches(
+        self,
+        model: Any,
+        data: Any,
+        target: Any = None,
+        loss_fn: Callable[[Any], Any] | None = None,
+        seed: int | None = None,
+        out: Any = None,
+        chunk: int = 32,
+        prefetch: int = 2,
+        progress: bool = True,
+    ) -> Any:
+        """Heatmaps of every input of a data set, one ``analyze`` call per batch
+        (docs/mathematics.md section 2; CoIBA: section 4).
+
+        A background thread takes the next batches from ``data`` (loading, decoding, a
+        DataLoader's workers) while the current one is optimised; a progress bar counts the
+        heatmaps and shows heatmaps per second.
+
+        Args:
+            model: the model; left exactly as it was, also after an exception.
+            data: one array of inputs (split into chunks of ``chunk`` rows), or an iterable of
+                batches: arrays, ``(inputs, labels, ...)`` tuples, dicts of keyword inputs, a
+                DataLoader, a ``tf.data.Dataset`` (as in :meth:`estimate`).
+            target: a class index for every input; one per input of the whole data set (in
+                order); or ``"labels"``: the second element of each ``(inputs, labels)`` batch.
+            loss_fn: instead of ``target``, as in :meth:`analyze`.
+            seed: every batch runs ``analyze(batch, seed=seed)`` (default :data:`DEFAULT_SEED`):
+                its maps are those of that call.
+            out: ``None``: return one float64 array of all maps; an array with enough rows
+                (e.g. ``np.lib.format.open_memmap(path, "w+", np.float32, (n, H, W))`` to write a
+                ``.npy`` file as it goes): filled in order and returned; a callable
+                ``out(start, maps)``: called per batch with the index of its first input.
+            chunk: rows per ``analyze`` call when ``data`` is one array.
+            prefetch: batches taken ahead by the background thread (0: none, no thread).
+            progress: show the progress bar.
+
+        Returns:
+            ``(n, H, W)`` (or ``(n, T)``) for ``out=None``; ``out`` for an array; else the number
+            of heatmaps.
+        """
+        if (target is None) == (loss_fn is None):
+            raise ValueError("pass exactly one of target= (class index per input) or loss_fn=")
+        from_data = isinstance(target, str)
+        if from_data and target != "labels":
+            raise ValueError(
+                f"target must be a class index, one per input, or 'labels' (the second element "
+                f"of each (inputs, labels) batch); got {target!r}"
+            )
+        per_input = None
+        if target is not None and not from_data and np.ndim(to_numpy(target)) == 1:
+            per_input = np.asarray(to_numpy(target))
+        if out is not None and not callable(out) and not _is_array(out):
+            raise TypeError(
+                f"out must be None, an array with a row per input (e.g. a np.memmap) or a "
+                f"callable out(start, maps); got {type(out).__name__}"
+            )
+        chunk = _count("chunk", chunk) or ESTIMATE_CHUNK
+        depth = _count("prefetch", prefetch, minimum=0) or 0
+        items = _batches_with_labels(data, from_data, chunk)
+        total = _length(data) if per_input is None else len(per_input)
+        parts: list[np.ndarray] = []
+        done = 0
+        with progress_bar(total, progress, "IBA analyze", "heatmap") as bar:
+            with _prefetched(items, depth) as ahead:
+                for x, labels in ahead:
+                    rows = n_rows(x)
+                    if per_input is not None:
+                        if done + rows > len(per_input):
+                            raise ValueError(
+                                f"target holds {len(per_input)} class indices; data holds more "
+                                "inputs: give one per input of the whole data set"
+                            )
+                        labels = per_input[done : done + rows]
+                    elif not from_data:
+                        labels = target
+                    maps = self.analyze(model, x, target=labels, loss_fn=loss_fn, seed=seed)
+                    assert isinstance(maps, np.ndarray)  # details=False
+                    if out is None:
+                        parts.append(maps)
+                    elif callable(out):
+                        out(done, maps)
+                    else:
+                        if done + len(maps) > len(out):
+                            raise ValueError(
+                                f"out has {len(out)} rows; data holds more inputs: give out a "
+                                "row per input"
+                            )
+                        out[done : done + len(maps)] = maps
+                    done += len(maps)
+                    bar.update(len(maps))
+        if done == 0:
+            raise ValueError("data holds no inputs")
+        if per_input is not None and done != len(per_input):
+            raise ValueError(
+                f"target holds {len(per_input)} class indices for {done} inputs: give one per input"
+            )
+        if out is None:
+            return np.concatenate(parts)
+        return done if callable(out) else out
+
     @contextlib.contextmanager
     def planned(
         self,
@@ -937,3 +1040,80 @@ def steps(n: int, enabled: bool, desc: str = "IBA analyze") -> Iterable[int]:
 class _Silent:
     def update(self, n: int = 1) -> None:
         pass
+
+
+def _batches_with_labels(data: Any, labels: bool, chunk: int) -> Iterator[tuple[Any, Any]]:
+    """``(inputs, labels or None)`` per batch of ``data`` (:meth:`Explainer.analyze_batches`)."""
+    if _is_array(data):
+        if labels:
+            raise ValueError(
+                "target='labels' takes the labels from (inputs, labels) batches; data is one "
+                "array: pass target= (one class index per input) instead"
+            )
+        for batch in batches(data, chunk):
+            yield batch, None
+        return
+    if type(data).__module__.startswith("tensorflow") and hasattr(data, "as_numpy_iterator"):
+        data = data.as_numpy_iterator()
+    if isinstance(data, dict) or not hasattr(data, "__iter__"):
+        raise TypeError(
+            f"data must be an array of inputs or an iterable of batches, got {type(data).__name__}"
+        )
+    for batch in data:
+        pair = isinstance(batch, (tuple, list))
+        if labels and not (pair and len(batch) >= 2):
+            raise ValueError(
+                "target='labels' needs (inputs, labels) batches; got a batch of "
+                f"{type(batch).__name__}: pass target= or loss_fn= instead"
+            )
+        yield (batch[0], to_numpy(batch[1]) if labels else None) if pair else (batch, None)
+
+
+_END = object()
+
+
+@contextlib.contextmanager
+def _prefetched(items: Iterator[Any], depth: int) -> Iterator[Iterator[Any]]:
+    """``items``, taken up to ``depth`` ahead by a background thread (``depth == 0``: in the
+    caller's thread). An exception of ``items`` is raised in the caller; leaving the block early
+    stops the thread at its next item."""
+    if depth == 0:
+        yield items
+        return
+    ahead: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((True, _END))
+        except BaseException as err:  # handed to the caller
+            put((False, err))
+
+    def taken() -> Iterator[Any]:
+        while True:
+            ok, item = ahead.get()
+            if not ok:
+                raise item
+            if item is _END:
+                return
+            yield item
+
+    thread = threading.Thread(target=work, name="iba-prefetch", daemon=True)
+    thread.start()
+    try:
+        yield taken()
+    finally:
+        stop.set()
+        thread.join(timeout=10)

@@ -34,14 +34,21 @@ from iba_tf import _backend, _graph, _ops
 from iba_tf.layer import IBALayer
 
 STEPS_KEPT = 16  # compiled steps an explainer keeps (least recently used dropped)
+# analyze() pads its inputs to the next power of two from 1 up to this bound (beyond it, to a
+# multiple of it): one compiled step per bucket instead of one per number of inputs. The compiled
+# backends only: Keras' torch backend runs the step eagerly, where padding only costs.
+BUCKETS = (1, 32)
+_CALL = threading.local()  # per thread: the number of real inputs of the running analyze
 
 
 class KerasEngine(driver.EngineBase):
     """The Keras engine of ``iba.driver`` (see ``iba.driver.Engine``): ``IBALayer``s."""
 
-    def __init__(self, targets: Any, layout: str | None = None):
+    def __init__(self, targets: Any, layout: str | None = None, buckets: Any = "auto"):
         super().__init__(targets)
         self.names = [t if isinstance(t, str) else t.name for t in self.targets]
+        self.buckets = check_buckets(buckets)
+        self.traces = 0  # how often an objective was traced (compiled backends) or run (torch)
         if layout not in (None, "channels_last", "channels_first"):
             raise ValueError(
                 f"layout must be 'channels_last' or 'channels_first' (token features are "
@@ -172,8 +179,12 @@ class _Analysis:
         return _input_size(self.x, layout)
 
     def optimize(self, p: driver.Plan) -> driver.Result:
-        plan, x, config, n_inputs = self.plan, self.x, p.config, self.n_inputs
-        with _backend.no_grad(), driver.running_on(x):
+        plan, config, real = self.plan, p.config, self.n_inputs
+        # a scalar loss_fn couples the rows of one input: one input is never padded then
+        single = p.loss_fn is not None and real == 1
+        n_inputs = real if single else bucket(real, self.engine.buckets)
+        x = _pad_rows(self.x, n_inputs)  # every padded row repeats the last input
+        with _backend.no_grad(), driver.running_on(self.x):
             features = plan.features(x, 1)[0]
         layers = plan.layers
         layout = p.layout
@@ -187,7 +198,7 @@ class _Analysis:
             )
             for s in p.stats
         ]
-        draws = _noise(p, n_inputs, dtype)
+        draws = _noise(p, real, n_inputs, dtype)
 
         batch = config.batch_size
         runner = plan.runner
@@ -195,7 +206,7 @@ class _Analysis:
             inputs = ops.repeat(features, batch, axis=0)
         else:
             inputs = keras.tree.map_structure(lambda a: ops.repeat(a, batch, axis=0), x)
-        labels = p.labels
+        labels = None if p.labels is None else _pad_numpy(p.labels, n_inputs)
         rows = ops.convert_to_tensor(
             np.zeros(1, np.int32) if labels is None else np.repeat(labels, batch).astype(np.int32)
         )
@@ -205,19 +216,21 @@ class _Analysis:
         step = self.engine._steps.get(
             (plan.key, p.loss_fn, config),
             lambda: _backend.make_step(
-                _objective(plan, config, p.loss_fn), config.lr, runner.variables
+                _objective(plan, config, p.loss_fn, self.engine), config.lr, runner.variables
             ),
         )
-        tokens = _token_weights(p.token_mask, features)  # (N, T, 1), or None: every element
+        mask = None if p.token_mask is None else _pad_numpy(p.token_mask, n_inputs)
+        tokens = _token_weights(mask, features)  # (N, T, 1), or None: every element
 
-        if labels is not None:
-            targets.check_range(labels, plan.n_classes(x))
+        if p.labels is not None:
+            targets.check_range(p.labels, plan.n_classes(x))
         flat_stats = [t for s in stats for t in s]
         alpha = ops.full((n_inputs, *p.alpha_shape), config.initial_alpha, dtype=dtype)
         mu, nu = ops.zeros_like(alpha), ops.zeros_like(alpha)
-        alphas, losses = [ops.convert_to_numpy(alpha)], []
+        alphas, losses = [ops.convert_to_numpy(alpha)[:real]], []
         # the bottleneck runs only in the step's own forward pass (the objective's hooks, of this
         # thread); the layers' bottleneck_on switch is left to the user
+        _CALL.real = real  # for the messages of a trace (loss_fn's shape)
         try:
             for i in driver.steps(config.updates, p.progress):
                 count = ops.convert_to_tensor(float(i + 1), dtype)
@@ -225,9 +238,10 @@ class _Analysis:
                 alpha, mu, nu, loss = step(
                     alpha, mu, nu, count, inputs, features, rows, tokens, *flat_stats, *step_noise
                 )
-                alphas.append(ops.convert_to_numpy(alpha))
-                losses.append(ops.convert_to_numpy(loss))
+                alphas.append(ops.convert_to_numpy(alpha)[:real])
+                losses.append(ops.convert_to_numpy(loss)[:real])
         finally:
+            _CALL.real = None
             for layer in layers:
                 layer._hook = None
 
@@ -237,19 +251,23 @@ class _Analysis:
             if tokens is not None:  # no capacity at padding (docs/mathematics.md section 6.3)
                 cap = cap * tokens
         return driver.Result(
-            capacity=ops.convert_to_numpy(cap),
+            capacity=ops.convert_to_numpy(cap)[:real],
             alpha=alphas[-1],
-            lam=ops.convert_to_numpy(lam),
+            lam=ops.convert_to_numpy(lam)[:real],
             alphas=np.stack(alphas),
-            losses=np.stack(losses) if losses else np.zeros((0, n_inputs)),
+            losses=np.stack(losses) if losses else np.zeros((0, real)),
         )
 
 
-def _noise(p: driver.Plan, n_inputs: int, dtype: str) -> list[Callable[[int], Any]]:
-    """Per target layer, ``step -> (N, B, *F)`` standard-normal draws."""
+def _noise(p: driver.Plan, real: int, n_inputs: int, dtype: str) -> list[Callable[[int], Any]]:
+    """Per target layer, ``step -> (n_inputs, B, *F)`` standard-normal draws: those of the
+    ``real`` inputs (the same as without padding), then zeros for the padding rows."""
     if p.noise.arrays is not None:
 
         def fixed(n: np.ndarray) -> Callable[[int], Any]:
+            if n_inputs > real:
+                pad = np.zeros((n.shape[0], n_inputs - real, *n.shape[2:]), n.dtype)
+                n = np.concatenate([n, pad], axis=1)
             return lambda step: ops.convert_to_tensor(n[step], dtype)
 
         return [fixed(n) for n in p.noise.arrays]
@@ -258,8 +276,13 @@ def _noise(p: driver.Plan, n_inputs: int, dtype: str) -> list[Callable[[int], An
     gen = keras.random.SeedGenerator(p.noise.seed, name="iba_noise")
 
     def draw(shape: tuple[int, ...]) -> Callable[[int], Any]:
-        full = (n_inputs, p.config.batch_size, *shape)
-        return lambda step: keras.random.normal(full, dtype=dtype, seed=gen)
+        full = (real, p.config.batch_size, *shape)
+        if n_inputs == real:
+            return lambda step: keras.random.normal(full, dtype=dtype, seed=gen)
+        pad = ops.zeros((n_inputs - real, *full[1:]), dtype=dtype)
+        return lambda step: ops.concatenate(
+            [keras.random.normal(full, dtype=dtype, seed=gen), pad], axis=0
+        )
 
     return [draw(shape) for shape in p.feature_shapes]
 
@@ -291,6 +314,59 @@ def information(cap: Any, tokens: Any) -> Any:
     return ops.sum(ops.reshape(cap * tokens, (n, -1)), axis=1) / count
 
 
+def check_buckets(buckets: Any) -> tuple[int, int] | None:
+    """The validated ``buckets`` option: ``(smallest, largest)`` padded sizes, or ``None``;
+    ``"auto"``: :data:`BUCKETS` on the TensorFlow and JAX backends, ``None`` on torch."""
+    if isinstance(buckets, str) and buckets == "auto":
+        return None if keras.backend.backend() == "torch" else BUCKETS
+    if buckets is None:
+        return None
+    ok = (
+        isinstance(buckets, (tuple, list))
+        and len(buckets) == 2
+        and all(isinstance(b, (int, np.integer)) and not isinstance(b, bool) for b in buckets)
+        and 1 <= buckets[0] <= buckets[1]
+    )
+    if not ok:
+        raise ValueError(
+            f"buckets must be 'auto', None (no padding) or (smallest, largest) with "
+            f"1 <= smallest <= largest, e.g. (1, 32); got {buckets!r}"
+        )
+    return int(buckets[0]), int(buckets[1])
+
+
+def bucket(n: int, buckets: tuple[int, int] | None) -> int:
+    """The number of rows ``n`` inputs are padded to: ``n`` without buckets; otherwise the
+    smallest ``smallest * 2**k >= n`` up to ``largest``, and beyond ``largest`` the next multiple
+    of it."""
+    if buckets is None:
+        return n
+    smallest, largest = buckets
+    if n > largest:
+        return -(-n // largest) * largest
+    size = smallest
+    while size < n:
+        size *= 2
+    return min(size, largest)
+
+
+def _pad_rows(x: Any, rows: int) -> Any:
+    """Tensors ``x`` (or a structure of them) with the last row repeated up to ``rows`` rows."""
+    missing = rows - driver.n_rows(x)
+    if missing <= 0:
+        return x
+    return keras.tree.map_structure(
+        lambda a: ops.concatenate([a, ops.repeat(a[-1:], missing, axis=0)], axis=0), x
+    )
+
+
+def _pad_numpy(a: np.ndarray, rows: int) -> np.ndarray:
+    """A NumPy array with its last row repeated up to ``rows`` rows."""
+    a = np.asarray(a)
+    missing = rows - len(a)
+    return a if missing <= 0 else np.concatenate([a, np.repeat(a[-1:], missing, axis=0)])
+
+
 class IBA(driver.Explainer):
     """Information Bottleneck Attribution at one Keras layer, or CoIBA at several.
 
@@ -304,6 +380,14 @@ class IBA(driver.Explainer):
         config: an ``iba.Config``; otherwise built from ``**fields`` (``iba.Config`` defaults for
             one target, ``iba.coiba_config`` defaults for several).
         estimators: estimators to start with (a list, one per target, or a saved file's path).
+        buckets: ``analyze`` pads its ``N`` inputs to the next ``smallest * 2**k`` up to
+            ``largest`` (beyond it, to a multiple of ``largest``), so that one compiled step
+            serves every ``N`` of a bucket: ``(1, 32)`` compiles at most 6 steps for 1 to 32
+            inputs; ``(8, 8)``: one step for 1 to 8 (each call then costs 8 inputs' work).
+            Padding rows repeat the last input with zero noise and are dropped: each input's
+            loss is its own, so the maps of the real inputs are those of an unpadded call.
+            ``None``: no padding (a step per ``N``). ``"auto"`` (default): ``(1, 32)`` on the
+            TensorFlow and JAX backends, ``None`` on torch (which compiles nothing).
         **fields: fields of ``iba.Config`` (``beta``, ``steps``, ``lr``, ``batch_size``, ...).
 
     ``estimate`` (``iba.driver.Explainer.estimate``) also stores the statistics in the
@@ -314,6 +398,13 @@ class IBA(driver.Explainer):
 
     engine: KerasEngine
     engine_type = KerasEngine
+
+    def __init__(self, targets: Any, *, buckets: Any = "auto", **kwargs: Any):
+        self._buckets = check_buckets(buckets)
+        super().__init__(targets, **kwargs)
+
+    def make_engine(self, targets: Any, layout: str | None) -> KerasEngine:
+        return KerasEngine(targets, layout, getattr(self, "_buckets", "auto"))
 
     def model(self, model: keras.Model) -> keras.Model:
         """The model this explainer runs for ``model``: itself, or its copy with bottlenecks."""
@@ -339,13 +430,15 @@ def layer_shape(layer: IBALayer) -> tuple[int, ...]:
     return tuple(layer.feature_shape)
 
 
-def _objective(plan: _Plan, config: iba.Config, loss_fn) -> Callable:
+def _objective(plan: _Plan, config: iba.Config, loss_fn, engine: KerasEngine) -> Callable:
     """``(alpha, inputs, features, labels, tokens, *stats, *noise) -> (total, loss per input)``.
 
     ``iba.optimize.objective`` in ``keras.ops``: the model loss (mean over the noise samples) plus
     ``beta`` times the information term of the first target (:func:`information`; ``tokens``:
-    the ``(N, T, 1)`` token mask or ``None``), per input; the total is their sum. The model is
-    run through the plan (which holds it weakly), not captured here.
+    the ``(N, T, 1)`` token mask or ``None``), per input; the total is their sum. Each input's
+    loss depends on its own rows only, so padding rows (:func:`bucket`) leave the real rows'
+    gradients as they are. The model is run through the plan (which holds it weakly), not
+    captured here; ``engine.traces`` counts the objective's runs (traces on compiled backends).
     """
     layers = plan.layers
     n_layers = len(layers)
@@ -353,6 +446,7 @@ def _objective(plan: _Plan, config: iba.Config, loss_fn) -> Callable:
     probabilities = _graph.output_is_probability(plan.model)
 
     def objective(alpha, inputs, features, labels, tokens, *rest):
+        engine.traces += 1
         stats = [_ops.LayerStats(*rest[3 * i : 3 * i + 3]) for i in range(n_layers)]
         noise = rest[3 * n_layers :]
         n_inputs, batch = int(alpha.shape[0]), config.batch_size
@@ -385,7 +479,21 @@ def _objective(plan: _Plan, config: iba.Config, loss_fn) -> Callable:
         if loss_fn is None:
             model_loss = _ops.classification_loss(outputs, labels, n_inputs, probabilities)
         else:
-            model_loss = _ops.user_loss(loss_fn(outputs), n_inputs, batch)
+            real = getattr(_CALL, "real", None) or n_inputs
+            if real != n_inputs:  # loss_fn sees the real inputs' rows only, as unpadded
+                outputs = keras.tree.map_structure(lambda o: o[: real * batch], outputs)
+            loss = loss_fn(outputs)
+            if real != n_inputs:
+                shape = tuple(getattr(loss, "shape", ()))
+                if shape != (real * batch,):
+                    driver.check_loss_shape(shape, real, batch)
+                    raise ValueError(
+                        f"loss_fn must return one loss per row, shape ({real * batch},) for "
+                        f"{real} input(s) x {batch} noise samples"
+                    )
+                padding = ops.zeros(((n_inputs - real) * batch,), dtype=loss.dtype)
+                loss = ops.concatenate([loss, padding], axis=0)  # the padding rows: no loss
+            model_loss = _ops.user_loss(loss, n_inputs, batch)
         model_loss = ops.cast(model_loss, lam.dtype)
         cap = _ops.capacity(features, lam, *stats[0])
         per_input = model_loss + config.beta * information(cap, tokens)
