@@ -37,3 +37,10 @@ READOUT = 1e-8
 """The Readout Bottleneck case (``conformance/readout.py``, float64): ``alpha``, ``lam``, the
 capacity and the heatmap of every backend within 1e-8 of the NumPy reference, relative to each
 stage's largest magnitude."""
+
+REAL_PAIR = {"image": 5e-3, "image_mean": 1e-3, "bits": 1e-3, "share": 5e-4, "similarity": 1e-5}
+"""The real-model M2IB case (``conformance/real_pair.py``, float32, every port against PyTorch):
+the image maps (in ``[0, 1]``: largest and mean absolute difference per pair), the captions' bits
+per token normalised to their maximum, the share of the map on the named half, and the clean
+cosine similarity. Measured (CPU, 2026-11-30, two pairs), the worst port: 2.5e-3, 7.1e-5, 2.7e-5,
+8.2e-5 and 1.3e-7."""

@@ -1,5 +1,6 @@
-"""The command line: ``iba demo``, ``iba explain IMAGE...`` and ``iba explain-text TEXT...``
-(see :data:`DESCRIPTION`).
+"""The command line: ``iba demo``, ``iba explain IMAGE...``, ``iba explain-text TEXT...`` and
+``iba explain-pair IMAGE CAPTION...`` (see :data:`DESCRIPTION`; the pair commands are
+:mod:`iba.pair_cli`).
 
 Every argument is checked before any work (one line on stderr, exit status 2). The estimator is
 fitted once per model, layer and data and cached; it and the noise are the same on every backend
@@ -28,7 +29,7 @@ from typing import Any, NamedTuple, NoReturn
 import numpy as np
 
 import iba
-from iba import backends
+from iba import backends, pair_cli
 from iba.estimator import MIN_RECOMMENDED_SAMPLES
 
 DEFAULT_OUT = "iba-output"
@@ -54,11 +55,16 @@ Information Bottleneck Attribution: which parts of a photo or a text did a class
   iba explain IMAGE...     explain your photos: files, or folders of images
   iba explain-text TEXT... explain a MiniLM sentiment classifier (rotten / fresh) on your texts
   iba demo --text          the same on four bundled Rotten Tomatoes snippets
+  iba explain-pair IMAGE CAPTION...   which parts of a photo and which words make an image-text
+                           dual encoder match them (M2IB, no labels)
+  iba demo --pairs         the same on eight bundled side-by-side photo pairs
 
 Each photo gets a figure (NAME.png: the photo, the heatmap and a colour bar in bits) and the raw
 heatmap (NAME.npy, 224 x 224, bits per pixel) in the output folder; the top-5 classes are printed.
-Texts are printed with their words coloured by bits, and drawn in text.html and text.png.
-Run "iba demo --help", "iba explain --help" or "iba explain-text --help" for the options."""
+Texts are printed with their words coloured by bits, and drawn in text.html and text.png;
+image-caption pairs are drawn in pairs.png.
+Run "iba demo --help", "iba explain --help", "iba explain-text --help" or "iba explain-pair
+--help" for the options."""
 
 EPILOG = """\
 examples:
@@ -67,6 +73,7 @@ examples:
   iba explain photo.jpg photos/ --layer _blocks.6 --out results
   iba explain photo.jpg --model mymodels:build   # mymodels.py in the current folder
   iba explain-text "a gorgeous, witty, seductive movie" "a dull, lifeless film"
+  iba explain-pair photo.jpg "a cat on a sofa" "a cup of coffee"
 
 The estimator is fitted on random crops of photos that ship in packages and cached in
 $IBA_CACHE (default ~/.cache/iba), once per model, layer and sample count; every backend shares
@@ -120,21 +127,46 @@ def _beta(text: str) -> float:
     return value
 
 
+def _samples(p: argparse.ArgumentParser, text: bool) -> None:
+    """The ``--samples`` option: what the estimator is fitted on."""
+    p.add_argument(
+        "--samples",
+        type=_whole(
+            2,
+            "the estimator needs at least 2 samples (default "
+            f"{DEFAULT_TEXT_SAMPLES if text else DEFAULT_SAMPLES})",
+        ),
+        help=f"training snippets of Rotten Tomatoes the estimator is fitted on (default "
+        f"{DEFAULT_TEXT_SAMPLES})"
+        if text
+        else f"random crops the estimator is fitted on (default {DEFAULT_SAMPLES}; with "
+        f"--text: training snippets, default {DEFAULT_TEXT_SAMPLES})",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     """The ``iba`` command's parser."""
     formatter = argparse.RawDescriptionHelpFormatter
     main = Parser(prog="iba", description=DESCRIPTION, epilog=EPILOG, formatter_class=formatter)
     main.add_argument("--version", action="version", version=f"iba {iba.__version__}")
-    sub = main.add_subparsers(dest="command", required=True, metavar="{demo,explain,explain-text}")
+    sub = main.add_subparsers(
+        dest="command", required=True, metavar="{demo,explain,explain-text,explain-pair}"
+    )
 
-    def common(p: argparse.ArgumentParser, text: bool = False) -> None:
+    def common(p: argparse.ArgumentParser, text: bool = False, pair: bool = False) -> None:
         p.add_argument(
             "--backend",
             default=backends.DEFAULT_ENGINE,
             metavar="{" + ",".join(backends.engine_names()) + "}",
             help=_backend_help(),
         )
-        if text:
+        if pair:
+            p.add_argument(
+                "--beta",
+                type=_beta,
+                help=f"weight of the information term (default {pair_cli.BETA:g}; >= 0)",
+            )
+        elif text:
             p.add_argument(
                 "--layer",
                 help="the encoder layer of MiniLM whose output is bottlenecked: 0 to 5 (default "
@@ -161,19 +193,8 @@ def parser() -> argparse.ArgumentParser:
             type=_whole(1, "the optimisation needs at least 1 step (default 10)"),
             help="optimisation steps per image or text (default 10)",
         )
-        p.add_argument(
-            "--samples",
-            type=_whole(
-                2,
-                "the estimator needs at least 2 samples (default "
-                f"{DEFAULT_TEXT_SAMPLES if text else DEFAULT_SAMPLES})",
-            ),
-            help=f"training snippets of Rotten Tomatoes the estimator is fitted on (default "
-            f"{DEFAULT_TEXT_SAMPLES})"
-            if text
-            else f"random crops the estimator is fitted on (default {DEFAULT_SAMPLES}; with "
-            f"--text: training snippets, default {DEFAULT_TEXT_SAMPLES})",
-        )
+        if not pair:
+            _samples(p, text)
         p.add_argument(  # hidden: noise samples per step, fewer for fast tests
             "--noise-samples",
             dest="batch_size",
@@ -233,8 +254,15 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="explain the bundled MiniLM sentiment classifier on four bundled snippets",
     )
+    demo.add_argument(
+        "--pairs",
+        action="store_true",
+        help="explain the bundled image-text dual encoder (M2IB) on eight side-by-side photo "
+        "pairs, one caption per half",
+    )
     common(demo)
     text_options(demo, demo=True)
+    pair_cli.add_options(demo, demo.add_argument_group("pairs (with --pairs)"))
     demo.set_defaults(run=_demo, model=None)
     explain = sub.add_parser(
         "explain",
@@ -269,6 +297,22 @@ def parser() -> argparse.ArgumentParser:
     common(explain_text, text=True)
     text_options(explain_text)
     explain_text.set_defaults(run=_explain_texts, model=None, text=True)
+    explain_pair = sub.add_parser(
+        "explain-pair",
+        help="explain an image-text dual encoder on your photo and captions (M2IB)",
+        description="Explain the bundled image-text dual encoder (EfficientNet-Lite0's features "
+        "and MiniLM's soft retrieval of ImageNet prompts: ImageNet concepts only) on one photo "
+        "and one or more captions, without labels (M2IB): which parts of the photo and which "
+        "words make the two embeddings similar. Prints each pair's similarity and top words; "
+        "writes pairs.png to --out.",
+    )
+    explain_pair.add_argument("image", metavar="IMAGE", help="the photo (an image file)")
+    explain_pair.add_argument(
+        "captions", nargs="+", metavar="CAPTION", help="captions, each paired with the photo"
+    )
+    common(explain_pair, pair=True)
+    pair_cli.add_options(explain_pair)
+    explain_pair.set_defaults(run=pair_cli.explain_pair, model=None, text=False)
     return main
 
 
@@ -642,11 +686,19 @@ def _write(
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """``iba demo``: the bundled photos; ``iba demo --text``: the bundled snippets."""
+    """``iba demo``: the bundled photos; ``iba demo --text``: the bundled snippets; ``iba demo
+    --pairs``: the bundled side-by-side photo pairs."""
     from iba.demo import photos
 
+    if args.text and args.pairs:
+        raise UserError("--text and --pairs are two demos: choose one")
     if args.text:
         return _demo_texts(args)
+    if args.pairs:
+        return pair_cli.demo_pairs(args)
+    for option in ("image_layer", "text_layer"):
+        if getattr(args, option) is not None:
+            raise UserError(f"--{option.replace('_', '-')} is for pairs: add --pairs")
     for option, value in (("--target", args.target), ("--preset", args.preset)):
         if value is not None:
             raise UserError(f"{option} is for texts: add --text (or run iba explain-text)")

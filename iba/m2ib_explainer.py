@@ -33,7 +33,7 @@ from iba import driver
 from iba import m2ib as _m2ib
 from iba.config import Config, m2ib_config
 from iba.estimator import Estimator
-from iba.noise import draw_noise
+from iba.noise import draw_noise_in_layout
 from iba.text_explainer import DEFAULT_MAX_TOKENS, TextExplainer, encode, texts_of
 
 ESTIMATORS = ("prior", "corpus")  # M2IB's prior, or the dataset-estimated variant
@@ -254,7 +254,8 @@ class M2IBExplainer:
         Args:
             images: ``N`` preprocessed images, as the image encoder takes them (see the adapter).
             texts: ``N`` captions (a string for one pair).
-            seed: every image gets ``iba.draw_noise(seed, steps, batch_size, F)``, every caption
+            seed: every image gets ``iba.draw_noise(seed, steps, batch_size, F)`` (drawn
+                channels-first: ``iba.noise.draw_noise_in_layout``), every caption
                 ``iba.text.text_noise`` of the same seed: a pair's maps do not depend on the other
                 pairs, nor on the backend.
             details: keep the image side's ``iba.Explanation`` in the result.
@@ -321,7 +322,8 @@ class M2IBExplainer:
             seed=seed,
             progress=progress,
         ) as (run, plan):
-            one = draw_noise(seed, config.steps, config.batch_size, plan.feature_shapes[0])
+            shape = plan.feature_shapes[0]
+            one = draw_noise_in_layout(seed, config.steps, config.batch_size, shape, plan.layout)
             plan = explainer.with_noise(plan, np.repeat(one[:, None], n, axis=1), n)
             result = run.optimize(plan)
         found = driver.explanation(result, plan.layout, self.image_size(pixels), details=True)
@@ -334,6 +336,32 @@ class M2IBExplainer:
         """``(H, W)`` of the image batch."""
         shape = tuple(int(k) for k in pixels.shape)
         return (shape[2], shape[3]) if self.channels_first else (shape[1], shape[2])
+
+
+def check_images(images: np.ndarray) -> np.ndarray:
+    """A channels-last image batch ``(N, H, W, C)`` checked (floating point, finite) as float32,
+    for the adapters whose image encoders take NumPy arrays."""
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(
+            f"images must be a batch of preprocessed images (N, H, W, C), got shape {images.shape}"
+        )
+    if not np.issubdtype(images.dtype, np.floating):
+        raise TypeError(f"images must be floating point, got dtype {images.dtype}")
+    driver.check_finite(images, "images")
+    return images.astype(np.float32, copy=False)
+
+
+def pick_layer(layer: Any, names: list[str], native: Callable[[str], str], what: str) -> str:
+    """``layer`` if it is one of ``names`` (the image encoder's layers), else its PyTorch name
+    translated by ``native`` (``"_blocks.14"`` to ``"_blocks_14"``); a clear error otherwise."""
+    if not isinstance(layer, str):
+        raise TypeError(f"image_layer must be a {what} of the image model, got {layer!r}")
+    for name in (layer, native(layer)):
+        if name in names:
+            return name
+    shown = f"{names[:16]}{' ...' if len(names) > 16 else ''}"
+    raise ValueError(f"image_layer {layer!r} not found in the image model: its {what}s are {shown}")
 
 
 def _n_inputs(x: Any) -> int:

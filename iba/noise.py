@@ -26,6 +26,19 @@ def draw_noise(
     return np.random.default_rng(seed).standard_normal(shape)
 
 
+def draw_noise_in_layout(
+    seed: int, steps: int, batch_size: int, feature_shape: tuple[int, ...], layout: str
+) -> np.ndarray:
+    """:func:`draw_noise` ``(steps, batch_size, *F)`` for features in ``layout``, drawn
+    channels-first: a ``(H, W, C)`` layer gets the ``(C, H, W)`` draws with the channels moved
+    last, so the ports of one network get the same number at the same feature."""
+    shape = tuple(int(s) for s in feature_shape)
+    if layout != "channels_last":
+        return draw_noise(seed, steps, batch_size, shape)
+    drawn = draw_noise(seed, steps, batch_size, (shape[-1], *shape[:-1]))
+    return np.ascontiguousarray(np.moveaxis(drawn, 2, -1))
+
+
 def check_noise(
     noise: object, steps: int, n_inputs: int, batch_size: int, feature_shape: tuple[int, ...]
 ) -> np.ndarray:

@@ -19,10 +19,9 @@ import numpy as np
 from flax import linen as nn
 from flax import nnx
 
-from iba import driver
 from iba import m2ib as _m2ib
 from iba.config import Config
-from iba.m2ib_explainer import M2IBExplainer
+from iba.m2ib_explainer import M2IBExplainer, check_images, pick_layer
 from iba.text_explainer import DEFAULT_MAX_TOKENS
 from iba_jax.explainer import IBA
 from iba_jax.linen import param_paths
@@ -131,28 +130,10 @@ class M2IB(M2IBExplainer):
             names = ["/".join(map(str, p)) for p, _ in nnx.iter_modules(module) if p]
         else:
             names = param_paths(variables.get("params", {}))
-        if not isinstance(layer, str):
-            raise TypeError(f"image_layer must be a module path of the image model, got {layer!r}")
-        if layer not in names and flax_path(layer) in names:
-            layer = flax_path(layer)  # a PyTorch name: "_blocks.14" is "_blocks_14"
-        if layer not in names:
-            shown = f"{names[:16]}{' ...' if len(names) > 16 else ''}"
-            raise ValueError(
-                f"image_layer {layer!r} not found in the image model: its modules are {shown}"
-            )
-        return layer
+        return pick_layer(layer, names, flax_path, "module path")
 
     def image_inputs(self, images: Any) -> np.ndarray:
-        images = np.asarray(images)
-        if images.ndim != 4:
-            raise ValueError(
-                f"images must be a batch of preprocessed images (N, H, W, C), got shape "
-                f"{images.shape}"
-            )
-        if not np.issubdtype(images.dtype, np.floating):
-            raise TypeError(f"images must be floating point, got dtype {images.dtype}")
-        driver.check_finite(images, "images")
-        return images.astype(np.float32, copy=False)
+        return check_images(images)
 
     def embed(self, model: Any, inputs: Any) -> np.ndarray:
         module, variables, kwargs = _split(model, "model")

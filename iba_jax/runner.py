@@ -71,3 +71,19 @@ class JaxRunner(Runner):
         from iba_jax.text import TextIBA
 
         return TextIBA(minilm_sentiment(), Tokenizer(), layer=layer, labels=LABELS, **config)
+
+    @classmethod
+    def m2ib_explainer(cls, image_layer: str, text_layer: int, **config: Any) -> Any:
+        """``iba_jax.M2IB`` on ``iba_jax.models.dual_encoder.dual_encoder()``."""
+        from iba_jax.m2ib import M2IB
+        from iba_jax.models.dual_encoder import dual_encoder
+
+        dual = dual_encoder()
+        return M2IB(
+            dual.image,
+            dual.text,
+            dual.tokenizer,
+            image_layer=image_layer,
+            text_layer=text_layer,
+            **config,
+        )

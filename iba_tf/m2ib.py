@@ -16,11 +16,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from iba import driver
 from iba import m2ib as _m2ib
-from iba.config import Config
-from iba.m2ib_explainer import M2IBExplainer
-from iba.text_explainer import DEFAULT_MAX_TOKENS
+from iba.m2ib_explainer import M2IBExplainer, check_images, pick_layer
 from iba_tf._graph import all_layers
 from iba_tf.explainer import IBA
 from iba_tf.text import TextIBA
@@ -76,33 +73,6 @@ class M2IB(M2IBExplainer):
     image_explainer_type = IBA
     text_explainer_type = TextIBA
 
-    def __init__(
-        self,
-        image_model: keras.Model,
-        text_model: keras.Model,
-        tokenizer: Any = None,
-        *,
-        image_layer: str,
-        text_layer: Any,
-        config: Config | None = None,
-        max_length: int | None = None,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
-        image_estimator: Any = None,
-        text_estimator: Any = None,
-    ):
-        super().__init__(
-            image_model,
-            text_model,
-            tokenizer,
-            image_layer=image_layer,
-            text_layer=text_layer,
-            config=config,
-            max_length=max_length,
-            max_tokens=max_tokens,
-            image_estimator=image_estimator,
-            text_estimator=text_estimator,
-        )
-
     def check_image_model(self, image_model: Any) -> None:
         if not isinstance(image_model, keras.Model):
             raise TypeError(f"image_model must be a keras.Model, got {type(image_model).__name__}")
@@ -113,30 +83,12 @@ class M2IB(M2IBExplainer):
             for n in all_layers(self.image_model)
             if not isinstance(n, keras.layers.InputLayer)
         ]
-        if not isinstance(layer, str):
-            raise TypeError(f"image_layer must be a layer name of the image model, got {layer!r}")
-        if layer not in names and layer.replace(".", "_") in names:
-            layer = layer.replace(".", "_")  # a PyTorch name: "_blocks.14" is "_blocks_14"
-        if layer not in names:
-            shown = f"{names[:16]}{' ...' if len(names) > 16 else ''}"
-            raise ValueError(
-                f"image_layer {layer!r} not found in the image model: its layers are {shown}"
-            )
-        return layer
+        return pick_layer(layer, names, lambda name: name.replace(".", "_"), "layer name")
 
     def image_inputs(self, images: Any) -> np.ndarray:
-        images = (
-            keras.ops.convert_to_numpy(images) if not isinstance(images, np.ndarray) else images
-        )
-        if images.ndim != 4:
-            raise ValueError(
-                f"images must be a batch of preprocessed images (N, H, W, C), got shape "
-                f"{images.shape}"
-            )
-        if not np.issubdtype(images.dtype, np.floating):
-            raise TypeError(f"images must be floating point, got dtype {images.dtype}")
-        driver.check_finite(images, "images")
-        return images.astype(np.float32, copy=False)
+        if not isinstance(images, np.ndarray):
+            images = keras.ops.convert_to_numpy(images)
+        return check_images(images)
 
     def embed(self, model: Any, inputs: Any) -> np.ndarray:
         return np.asarray(keras.ops.convert_to_numpy(model(inputs, training=False)), np.float64)

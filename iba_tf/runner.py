@@ -60,3 +60,20 @@ class KerasRunner(Runner):
         model = minilm_sentiment(sequence_length=TEXT_LENGTH)
         tokenizer = Tokenizer(max_length=TEXT_LENGTH)
         return TextIBA(model, tokenizer, layer=layer, labels=LABELS, **config)
+
+    @classmethod
+    def m2ib_explainer(cls, image_layer: str, text_layer: int, **config: Any) -> Any:
+        """``iba_tf.M2IB`` on ``iba_tf.models.dual_encoder.dual_encoder()``, its text encoder
+        built for :data:`TEXT_LENGTH` tokens."""
+        from iba_tf.m2ib import M2IB
+        from iba_tf.models.dual_encoder import dual_encoder
+
+        dual = dual_encoder(sequence_length=TEXT_LENGTH)
+        return M2IB(
+            dual.image_model,
+            dual.text_model,
+            dual.tokenizer,
+            image_layer=image_layer,
+            text_layer=text_layer,
+            **config,
+        )

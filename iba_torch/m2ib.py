@@ -221,17 +221,6 @@ class M2IB(M2IBExplainer):
     def make_image_explainer(self, layer: Any, config: Config) -> IBA:
         return IBA(f"dual.{layer}", strategy=self.strategy, config=config)
 
-    def make_text_explainer(self, text_model, tokenizer, layer, config, max_length, max_tokens):
-        return TextIBA(
-            text_model,
-            tokenizer,
-            layer=layer,
-            config=config,
-            max_length=max_length,
-            max_tokens=max_tokens,
-            strategy="plain",
-        )
-
     def image_inputs(self, images: Any) -> torch.Tensor:
         """The images as the model's ``(N, C, H, W)`` pixel values."""
         if isinstance(images, np.ndarray):

@@ -64,6 +64,19 @@ class TorchRunner(Runner):
     def explainer(self, layer: str, **config) -> IBA:
         return IBA(layer, **config)
 
+    def estimate(self, explainer, batches, n_samples: int, progress: bool = True) -> list:
+        """``Runner.estimate``; on the CPU the bundled model runs in channels-last memory for it
+        (1.7x faster on 2 cores, docs/performance.md), then goes back to the default format."""
+        if not self.bundled or next(self.model.parameters()).device.type != "cpu":
+            return super().estimate(explainer, batches, n_samples, progress)
+        last = torch.channels_last
+        self.model.to(memory_format=last)
+        try:
+            data = (self.inputs(b).contiguous(memory_format=last) for b in batches)
+            return explainer.estimate(self.model, data, n_samples=n_samples, progress=progress)
+        finally:
+            self.model.to(memory_format=torch.contiguous_format)
+
     @classmethod
     def text_explainer(cls, layer: int, **config: Any) -> Any:
         """``iba_torch.text.TextIBA`` on the bundled MiniLM sentiment model, after encoder
@@ -71,3 +84,19 @@ class TorchRunner(Runner):
         from iba_torch.text import TextIBA, minilm_sentiment
 
         return TextIBA(minilm_sentiment(), layer=layer, **config)
+
+    @classmethod
+    def m2ib_explainer(cls, image_layer: str, text_layer: int, **config: Any) -> Any:
+        """``iba_torch.M2IB`` on ``iba_torch.dual_encoder.dual_encoder()``."""
+        from iba_torch.dual_encoder import dual_encoder
+        from iba_torch.m2ib import M2IB
+
+        model = dual_encoder()
+        return M2IB(
+            model, model.tokenizer, image_layer=image_layer, text_layer=text_layer, **config
+        )
+
+    @classmethod
+    def pair_inputs(cls, images: np.ndarray) -> torch.Tensor:
+        x = preprocess(images).transpose(0, 3, 1, 2)
+        return torch.from_numpy(np.ascontiguousarray(x))

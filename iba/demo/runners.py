@@ -245,6 +245,27 @@ class Runner:
             "texts with another backend, e.g. --backend torch"
         )
 
+    @classmethod
+    def m2ib_explainer(cls, image_layer: str, text_layer: int, **config: Any) -> Any:
+        """The backend's ``M2IB`` on the bundled image-text dual encoder
+        (``iba.models.dual_encoder``: EfficientNet-Lite0's pooled features and MiniLM's soft
+        retrieval of ImageNet prompts), bottlenecked after the image layer ``image_layer``
+        (PyTorch's name, e.g. ``_blocks.14``) and the text encoder layer ``text_layer``.
+
+        ``config``: ``config=iba.m2ib_config(...)``. The command line uses only
+        ``explain(images, captions, seed=, progress=)`` with :meth:`pair_inputs`' images. A
+        missing package raises its ``ImportError``.
+        """
+        raise Unavailable(
+            f"the {cls.name} backend has no M2IB explainer (Runner.m2ib_explainer); explain "
+            "image-caption pairs with another backend, e.g. --backend torch"
+        )
+
+    @classmethod
+    def pair_inputs(cls, images: np.ndarray) -> Any:
+        """uint8 photos ``(N, H, W, 3)`` as the dual encoder's image input (channels last)."""
+        return preprocess(images)
+
     def estimate(self, explainer, batches, n_samples: int, progress: bool = True) -> list:
         data = (self.inputs(b) for b in batches)
         return explainer.estimate(self.model, data, n_samples=n_samples, progress=progress)

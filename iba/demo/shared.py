@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 import iba
+from iba.noise import draw_noise_in_layout
 
 # The most noise elements drawn up front (float64: 512 MB); beyond, each backend seeds its own
 # generator instead (the maps then differ between backends by more than float32 rounding).
@@ -47,8 +48,4 @@ def noise(seed: int, config: iba.Config, estimator: iba.Estimator) -> np.ndarray
     shape = tuple(estimator.feature_shape or ())
     if config.steps * config.batch_size * math.prod(shape) > MAX_NOISE_ELEMENTS:
         return None
-    if estimator.layout != "channels_last":
-        return iba.draw_noise(seed, config.steps, config.batch_size, shape)
-    first = (shape[-1], *shape[:-1])
-    drawn = iba.draw_noise(seed, config.steps, config.batch_size, first)
-    return np.ascontiguousarray(np.moveaxis(drawn, 2, -1))
+    return draw_noise_in_layout(seed, config.steps, config.batch_size, shape, estimator.layout)

@@ -6,6 +6,9 @@ embedded again; the other modality's embedding stays fixed. With ``before`` and 
 cosine similarities of the two embeddings: drop = mean of ``max(0, before - after)`` (lower is
 better), increase = percentage of samples with ``after > before`` (higher is better), as
 pytorch-grad-cam's ``DropInConfidence`` / ``IncreaseInConfidence`` that the authors used.
+
+:func:`half_share` is the localisation check on side-by-side pairs (``iba.demo.pairs``): the
+share of an image map's mass on the half its caption names.
 """
 
 from __future__ import annotations
@@ -140,3 +143,36 @@ def confidence_drop_increase(
     return ConfidenceResult(
         before, after, drops, float(drops.mean()), float(100.0 * np.mean(after > before))
     )
+
+
+def half_share(maps: Any, halves: Any) -> np.ndarray:
+    """The share of each map's mass on the half of the image its caption names, ``(N,)``.
+
+    For side-by-side pairs (``iba.demo.pairs``): ``maps`` ``(N, H, W)`` non-negative (any scale:
+    bits, or min-max normalised), ``halves`` one of ``"left"`` / ``"right"`` per map. The left
+    half is the first ``W / 2`` columns; with an odd ``W`` the middle column counts half on each
+    side. A map that follows its caption scores above 0.5; a map of zeros raises.
+    """
+    values = finite_array("maps", maps, ndim=3)
+    if values.min() < 0:
+        raise ValueError(
+            f"maps must be non-negative (bits or normalised maps), got a minimum of "
+            f"{values.min():.3g}"
+        )
+    sides = [halves] if isinstance(halves, str) else list(halves)
+    if len(sides) != len(values):
+        raise ValueError(f"got {len(values)} map(s) and {len(sides)} half/halves: one per map")
+    unknown = sorted({str(s) for s in sides} - {"left", "right"})
+    if unknown:
+        raise ValueError(f"halves must be 'left' or 'right', got {unknown}")
+    width = values.shape[2]
+    columns = values.sum(axis=1)  # (N, W)
+    left = columns[:, : width // 2].sum(1)
+    if width % 2:
+        left = left + columns[:, width // 2] / 2
+    total = columns.sum(1)
+    if (total <= 0).any():
+        empty = np.flatnonzero(total <= 0).tolist()
+        raise ValueError(f"map(s) {empty} hold no mass: their share is undefined")
+    share_left = left / total
+    return np.where(np.asarray(sides) == "left", share_left, 1.0 - share_left)

@@ -17,6 +17,11 @@ def test_readme_example_runs(chain, tmp_path, monkeypatch):
         assert namespace["heatmap"].shape == (224, 224) and namespace["heatmap"].max() > 0
         assert 281 <= int(namespace["target"][0]) <= 285  # chelsea: a cat class
         assert namespace["maps"].shape == (1, 224, 224)
+    elif chain == "keras-m2ib":
+        maps = namespace["maps"]
+        assert maps.image_maps.shape == (1, 224, 224) and maps.image_maps.max() == 1.0
+        assert [w.text for w in maps.text_maps[0].words] == ["a", "picture", "of", "a", "cat"]
+        assert maps.similarity[0] > 0.05
     elif chain == "keras-text":
         m = namespace["m"]
         assert m.prediction == 1 and m.target == 1  # fresh

@@ -3,6 +3,7 @@ Python block of the README is tagged for a session, and its install lines are th
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from iba.demo import runners
@@ -21,6 +22,11 @@ def test_readme_example_runs(chain, tmp_path, monkeypatch):
         assert namespace["explanation"].capacity.shape == (1, 40, 28, 28)
         assert namespace["maps"].shape == (1, 224, 224)
         assert 0 <= namespace["ratio"] <= 1
+    if chain == "torch-m2ib":
+        maps = namespace["maps"]
+        assert maps.image_maps.shape == (2, 224, 224) and np.all(maps.image_maps.max((1, 2)) == 1)
+        assert [w.text for w in maps.text_maps[1].words] == ["a", "cup", "of", "espresso"]
+        assert np.all(maps.similarity > 0.05)
     if chain == "torch-text":
         assert [m.prediction for m in namespace["maps"]] == [1, 0]  # fresh, then rotten
         assert (tmp_path / "text.png").stat().st_size > 5_000
