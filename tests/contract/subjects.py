@@ -502,3 +502,27 @@ def draw_noise(subject: Subject, seed: int, n_inputs: int | None = 2, shape=None
     """``iba.draw_noise`` for the suite's config at the subject's first target."""
     shape = subject.feature_shape if shape is None else shape
     return iba.draw_noise(seed, CONFIG["steps"], CONFIG["batch_size"], shape, n_inputs=n_inputs)
+
+
+def model_snapshot(model: Any) -> Any:
+    """What an explanation must leave as it was of a real model (the runners' text and dual
+    encoders), per framework: a module, a Keras model or a Flax (module, variables) pair."""
+    if backend() == "torch":
+        return {
+            "state": {k: v.detach().numpy().copy() for k, v in model.state_dict().items()},
+            "requires_grad": {k: p.requires_grad for k, p in model.named_parameters()},
+            "training": {k: m.training for k, m in model.named_modules()},
+            "hooks": {k: len(m._forward_hooks) for k, m in model.named_modules()},
+        }
+    if backend().startswith("keras-"):
+        from keras import ops
+
+        variables = [v for v in model.variables if "seed_generator" not in v.path]
+        return {
+            "layers": [layer.name for layer in model.layers],
+            "variables": [(v.path, np.array(ops.convert_to_numpy(v.value))) for v in variables],
+        }
+    import jax
+
+    module, variables = model
+    return {"module": repr(module), "leaves": [np.asarray(a) for a in jax.tree.leaves(variables)]}

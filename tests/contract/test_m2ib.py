@@ -19,6 +19,7 @@ from iba import backends
 from iba.demo import pairs
 
 from .conftest import BACKEND
+from .subjects import assert_same, model_snapshot
 
 CONFIG = iba.m2ib_config(beta=0.3, steps=4, batch_size=2)
 CHOSEN = [pairs.PAIRS[0], pairs.PAIRS[1]]  # the cat and the espresso, side by side
@@ -80,3 +81,25 @@ def test_errors(runner_class, m2ib, images):
         runner_class.m2ib_explainer("_blocks.99", 1, config=CONFIG)
     with pytest.raises(ValueError, match="layer=7 is out of range"):
         runner_class.m2ib_explainer("_blocks.14", 7, config=CONFIG)
+
+
+def test_both_encoders_left_as_they_were(m2ib, images):
+    before = [model_snapshot(m) for m in (m2ib.image_model, m2ib.text_model)]
+    m2ib.explain(images[:1], "a picture of a cat", seed=1)
+    loss = m2ib.similarity_loss
+
+    def failing(other):
+        def fail(outputs):
+            raise RuntimeError("a failing loss")
+
+        return fail
+
+    m2ib.similarity_loss = failing  # fails inside the image side's optimisation
+    try:
+        with pytest.raises(RuntimeError, match="a failing loss"):
+            m2ib.explain(images[:1], "a picture of a cat", seed=1)
+    finally:
+        m2ib.similarity_loss = loss
+    after = [model_snapshot(m) for m in (m2ib.image_model, m2ib.text_model)]
+    for b, a in zip(before, after):
+        assert_same(b, a)

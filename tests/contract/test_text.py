@@ -10,15 +10,13 @@ clear errors, and the model left as it was.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 
 from iba import backends
 
 from .conftest import BACKEND
-from .subjects import assert_same
+from .subjects import assert_same, model_snapshot
 
 pytestmark = pytest.mark.filterwarnings("ignore:the estimator has seen only")
 
@@ -51,29 +49,6 @@ def text_iba(runner_class):
 @pytest.fixture(scope="module")
 def together(text_iba):
     return text_iba.explain(TEXTS)
-
-
-def _snapshot(model: Any) -> Any:
-    """What an explanation must leave as it was, per framework."""
-    if BACKEND == "torch":
-        return {
-            "state": {k: v.detach().numpy().copy() for k, v in model.state_dict().items()},
-            "requires_grad": {k: p.requires_grad for k, p in model.named_parameters()},
-            "training": {k: m.training for k, m in model.named_modules()},
-            "hooks": {k: len(m._forward_hooks) for k, m in model.named_modules()},
-        }
-    if BACKEND.startswith("keras-"):
-        from keras import ops
-
-        variables = [v for v in model.variables if "seed_generator" not in v.path]
-        return {
-            "layers": [layer.name for layer in model.layers],
-            "variables": [(v.path, np.array(ops.convert_to_numpy(v.value))) for v in variables],
-        }
-    import jax
-
-    module, variables = model
-    return {"module": repr(module), "leaves": [np.asarray(a) for a in jax.tree.leaves(variables)]}
 
 
 def test_texts_of_different_lengths_give_one_map_each(text_iba, together):
@@ -122,7 +97,7 @@ def test_an_over_long_text_is_truncated_with_a_warning(text_iba):
 
 
 def test_the_model_is_left_as_it_was(text_iba):
-    before = _snapshot(text_iba.model)
+    before = model_snapshot(text_iba.model)
     text_iba.explain(TEXTS[:2])
     with pytest.raises(RuntimeError, match="boom"):
 
@@ -130,7 +105,7 @@ def test_the_model_is_left_as_it_was(text_iba):
             raise RuntimeError("boom")
 
         text_iba.explain(TEXTS[0], loss_fn=failing)
-    assert_same(before, _snapshot(text_iba.model))
+    assert_same(before, model_snapshot(text_iba.model))
 
 
 def test_bad_input_gets_clear_errors(runner_class, text_iba):
