@@ -6,6 +6,7 @@ nox -s "tests(keras-tensorflow)" "tests(keras-jax)" "tests(keras-torch)"
 nox -s "tests(flax)"       # JAX / Flax adapter
 nox -s interop             # Captum and Quantus interop (PyTorch)
 nox -s conformance lint
+nox -s docs                # the documentation site (mkdocs.yml), warnings as errors, into site/
 
 The backends, what their sessions install and their environments come from the one registry,
 ``iba/backends.py``, read by its path (importing ``iba`` would need NumPy here).
@@ -29,7 +30,7 @@ REGISTRY = _registry()
 NAMES = REGISTRY.names()
 
 nox.options.default_venv_backend = "virtualenv"
-nox.options.sessions = ["lint", "typecheck", "tests", "interop", "conformance"]
+nox.options.sessions = ["lint", "typecheck", "tests", "interop", "conformance", "docs"]
 
 
 @nox.session
@@ -75,3 +76,20 @@ def typecheck(session: nox.Session) -> None:
     so their APIs are Any: the check covers the library's own code and the driver's seam)."""
     session.install("mypy>=1.10", "numpy>=1.24")
     session.run("mypy")
+
+
+# The site's builders, pinned: mkdocstrings reads the docstrings from the source (griffe), so the
+# session installs no framework and the build needs no network.
+DOCS_REQUIREMENTS = (
+    "mkdocs==1.6.1",
+    "mkdocs-material==9.8.2",
+    "mkdocstrings[python]==1.0.8",
+    "mkdocstrings-python==2.0.11",
+)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs.yml) built with warnings as errors, into site/."""
+    session.install(*DOCS_REQUIREMENTS)
+    session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})

@@ -7,6 +7,9 @@ CHAIN -->``: SESSION is the framework whose session runs it (``torch``, ``keras`
 namespace (a later block continues an example). Sample counts and step counts are made small
 (:data:`SMALL`) so that an example takes seconds; everything else runs exactly as printed, in a
 temporary folder (the examples write figures and files). Imported as ``tests.readme_blocks``.
+
+Every function reads the README unless given another markdown file (``path=``): the pages of
+docs/ are read the same way (``tests/interop/test_docs.py`` runs docs/interop.md's blocks).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ SMALL = (
 
 
 class Block(NamedTuple):
-    """One Python block of the README: its first code line, its tag (or ``None``), its code."""
+    """One Python block of a page: its first code line, its tag (or ``None``), its code."""
 
     line: int
     session: str | None
@@ -36,9 +39,9 @@ class Block(NamedTuple):
     code: str
 
 
-def blocks(text: str | None = None) -> list[Block]:
-    """Every ```` ```python ```` block of the README (or of ``text``), in order."""
-    lines = (README.read_text() if text is None else text).splitlines()
+def blocks(text: str | None = None, path: Path = README) -> list[Block]:
+    """Every ```` ```python ```` block of the page ``path`` (or of ``text``), in order."""
+    lines = (path.read_text() if text is None else text).splitlines()
     found = []
     i = 0
     while i < len(lines):
@@ -53,10 +56,11 @@ def blocks(text: str | None = None) -> list[Block]:
     return found
 
 
-def chains(*sessions: str) -> dict[str, list[Block]]:
-    """``{"SESSION-CHAIN": blocks}`` of the blocks tagged for ``sessions``, in README order."""
+def chains(*sessions: str, path: Path = README) -> dict[str, list[Block]]:
+    """``{"SESSION-CHAIN": blocks}`` of the blocks of ``path`` tagged for ``sessions``, in
+    order."""
     grouped: dict[str, list[Block]] = {}
-    for block in blocks():
+    for block in blocks(path=path):
         if block.session in sessions:
             grouped.setdefault(f"{block.session}-{block.chain}", []).append(block)
     return grouped
@@ -69,10 +73,11 @@ def small(code: str) -> str:
     return code
 
 
-def run(chain: list[Block], folder: Path, monkeypatch) -> dict:
-    """Run the blocks of one chain in ``folder``, in one namespace; returns the namespace.
+def run(chain: list[Block], folder: Path, monkeypatch, path: Path = README) -> dict:
+    """Run the blocks of one chain of the page ``path`` in ``folder``, in one namespace; returns
+    the namespace.
 
-    A failure's traceback names the README line (the code is compiled at its line numbers)."""
+    A failure's traceback names the page's line (the code is compiled at its line numbers)."""
     monkeypatch.chdir(folder)
     namespace: dict = {"__name__": "readme"}
     with warnings.catch_warnings():
@@ -80,5 +85,5 @@ def run(chain: list[Block], folder: Path, monkeypatch) -> dict:
         warnings.filterwarnings("ignore", message="the estimator has seen only")
         for block in chain:
             code = "\n" * (block.line - 1) + small(block.code)
-            exec(compile(code, str(README), "exec"), namespace)
+            exec(compile(code, str(path), "exec"), namespace)
     return namespace

@@ -3,27 +3,23 @@ small), in a temporary folder; their results are checked against the library."""
 
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tests import readme_blocks
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "interop.md"
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
 def test_the_examples_run(tmp_path, monkeypatch):
-    blocks = BLOCK.findall(DOC.read_text())
+    blocks = readme_blocks.blocks(path=DOC)
     assert len(blocks) == 2, "docs/interop.md: a Captum and a Quantus example"
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "interop_docs"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for code in blocks:
-            exec(compile(re.sub(r"\bsteps=\d+", "steps=3", code), str(DOC), "exec"), namespace)
-    ns = namespace
+        ns = readme_blocks.run(blocks, tmp_path, monkeypatch, path=DOC)
     x, labels, ib = ns["x"], ns["labels"], ns["ib"]
     expected = ib.explainer.analyze(ns["model"], x, target=labels)
     assert ns["attributions"].shape == x.shape and ns["smooth"].shape == x.shape

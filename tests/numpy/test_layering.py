@@ -31,7 +31,16 @@ from iba.demo import runners
 
 ROOT = Path(__file__).resolve().parents[2]
 ADAPTERS = ("iba_torch", "iba_tf", "iba_jax")
-APPLICATION = ("iba.cli", "iba.pair_cli", "iba.demo", "iba.plot", "iba.pairplot", "iba.__main__")
+APPLICATION = (
+    "iba.cli",
+    "iba.pair_cli",
+    "iba.dataset",
+    "iba.dataset_cli",
+    "iba.demo",
+    "iba.plot",
+    "iba.pairplot",
+    "iba.__main__",
+)
 IMPORTERS = {"import_module", "__import__"}
 
 
@@ -230,6 +239,7 @@ def test_nox_sessions_are_the_registrys_backends():
         "conformance",
         "lint",
         "typecheck",
+        "docs",
     ]
     assert _nox_sessions() == expected
     assert backends.names() == [
