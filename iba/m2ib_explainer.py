@@ -34,7 +34,13 @@ from iba import m2ib as _m2ib
 from iba.config import Config, m2ib_config
 from iba.estimator import Estimator
 from iba.noise import draw_noise_in_layout
-from iba.text_explainer import DEFAULT_MAX_TOKENS, TextExplainer, encode, texts_of
+from iba.text_explainer import (
+    DEFAULT_MAX_TOKENS,
+    TextExplainer,
+    encode,
+    texts_of,
+    token_counts,
+)
 
 ESTIMATORS = ("prior", "corpus")  # M2IB's prior, or the dataset-estimated variant
 
@@ -274,7 +280,8 @@ class M2IBExplainer:
         pixels = self.image_inputs(images)
         n = _m2ib.check_pairs(_n_inputs(pixels), len(texts))
         text = self.text
-        enc = encode(text.tokenizer, texts, text.max_length, text.fixed_length())
+        longest = min(max(token_counts(text.tokenizer, texts)), text.max_length)
+        enc = encode(text.tokenizer, texts, text.max_length, text.padded_length_for(longest))
         _m2ib.check_captions(texts, enc.mask, enc.special)
         with driver.running_on(pixels, "images"):
             image_embeds = self.embed(self.image_model, pixels)

@@ -447,7 +447,7 @@ class TextExplainer:
                 counts = token_counts(self.tokenizer, part)
                 cut.extend(start + i for i, k in enumerate(counts) if k > self.max_length)
                 longest = min(max(counts), self.max_length)
-                enc = encode(self.tokenizer, part, self.max_length, self._length_for(longest))
+                enc = encode(self.tokenizer, part, self.max_length, self.padded_length_for(longest))
                 masks.append(enc.mask.astype(bool))
                 yield self.model_inputs(enc.inputs)
 
@@ -548,7 +548,7 @@ class TextExplainer:
                 self.tokenizer,
                 [texts[i] for i in group],
                 self.max_length,
-                self._length_for(longest),
+                self.padded_length_for(longest),
             )
             inputs = self.model_inputs(enc.inputs)
             logits = self.logits(inputs) if with_logits else None
@@ -628,9 +628,9 @@ class TextExplainer:
 
     # -- grouping --------------------------------------------------------------------------------
 
-    def _length_for(self, longest: int) -> int | None:
-        """The padded length of a group whose longest text has ``longest`` tokens; ``None``:
-        the longest."""
+    def padded_length_for(self, longest: int) -> int | None:
+        """The padded length of a batch whose longest text has ``longest`` tokens (the model's
+        fixed length, or the adapter's :meth:`padded_length`); ``None``: the longest."""
         fixed = self.fixed_length()
         if fixed is not None:
             return fixed
@@ -644,7 +644,7 @@ class TextExplainer:
         groups: list[list[int]] = []
         for i in order:
             last = groups[-1] if groups else None
-            width = self._length_for(lengths[i]) or lengths[i]
+            width = self.padded_length_for(lengths[i]) or lengths[i]
             if (
                 last is not None
                 and not self._per_text

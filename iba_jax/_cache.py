@@ -257,6 +257,46 @@ def loss_key(loss_fn: Any) -> Any:
         return ById(loss_fn)
 
 
+LIFTED = "<iba_jax: an array argument of the compiled function>"  # a placeholder, by value
+
+
+def lift_arrays(loss_fn: Any) -> tuple[Any, Any]:
+    """``(template, data)``: the arrays bound in a ``functools.partial`` ``loss_fn`` taken out.
+
+    ``data`` (``(args, kwargs)`` of arrays, or ``None`` when there are none) becomes an argument
+    of the compiled optimisation, and ``template`` (the partial with :data:`LIFTED` in their
+    places) is what :func:`loss_key` describes: ``partial(loss, embeddings)`` with new embeddings
+    of the same shape reuses the compiled function (M2IB's similarity to each pair's other side).
+    :func:`bind` puts the traced arrays back."""
+    if not isinstance(loss_fn, functools.partial):
+        return loss_fn, None
+    args = [LIFTED if _is_array(a) else a for a in loss_fn.args]
+    keywords = {k: LIFTED if _is_array(v) else v for k, v in loss_fn.keywords.items()}
+    lifted_args = tuple(jax.numpy.asarray(a) for a in loss_fn.args if _is_array(a))
+    lifted_keywords = {k: jax.numpy.asarray(v) for k, v in loss_fn.keywords.items() if _is_array(v)}
+    if not lifted_args and not lifted_keywords:
+        return loss_fn, None
+    return functools.partial(loss_fn.func, *args, **keywords), (lifted_args, lifted_keywords)
+
+
+def bind(template: Any, data: Any) -> Any:
+    """The ``loss_fn`` of :func:`lift_arrays`' ``template`` with the (traced) arrays ``data``."""
+    if data is None:
+        return template
+    arrays, keywords = iter(data[0]), data[1]
+    args = [next(arrays) if _lifted(a) else a for a in template.args]
+    named = {k: keywords[k] if _lifted(v) else v for k, v in template.keywords.items()}
+    return functools.partial(template.func, *args, **named)
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) > 0
+
+
+def _lifted(value: Any) -> bool:
+    return isinstance(value, str) and value == LIFTED
+
+
 def _trusted(obj: Any) -> bool:
     name = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
     return isinstance(name, str) and name.partition(".")[0] in TRUSTED

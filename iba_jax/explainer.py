@@ -133,9 +133,15 @@ class _Analysis:
         token_mask = None if plan.token_mask is None else jnp.asarray(plan.token_mask, dtype)
         alpha0 = jnp.full((self.n_inputs, *plan.alpha_shape), config.initial_alpha, dtype)
         static, dynamic, params = session.analysis_parts(alpha0)
-        args = (dynamic, params, self.x, stats, noise_arg, labels, token_mask)
+        # arrays bound in a functools.partial loss_fn are arguments too (_cache.lift_arrays),
+        # where the rest of it is described by value (else it is keyed by identity, as it is)
+        loss_fn, loss_data = _cache.lift_arrays(plan.loss_fn)
+        loss_key = _cache.loss_key(loss_fn)
+        if isinstance(loss_key, _cache.ById):
+            loss_fn, loss_data = plan.loss_fn, None
+            loss_key = _cache.loss_key(loss_fn)
+        args = (dynamic, params, self.x, stats, noise_arg, labels, token_mask, loss_data)
         shapes = tuple(plan.feature_shapes)
-        loss_key = _cache.loss_key(plan.loss_fn)
         key = base = None
         if static is not None:  # one compiled executable per entry: the arguments' shapes too
             base = ("analysis", static, keyed, config, plan.layout, shapes, _spec(args))
@@ -143,7 +149,7 @@ class _Analysis:
 
         def compile_new() -> tuple[Callable, dict]:
             meta: dict[str, Any] = {}  # filled while tracing: the number of classes
-            loss = _loss_ref(plan.loss_fn, weak=isinstance(loss_key, _cache.ById))
+            loss = _loss_ref(loss_fn, weak=isinstance(loss_key, _cache.ById))
             explain = _build_explain(session, static, loss, config, plan.layout, shapes, meta)
             if base is not None and plan.loss_fn is not None:
                 _cache.count_loss_compile(base)
@@ -189,7 +195,9 @@ class IBA(driver.Explainer):
     rebuilt for each call with the same values reuses the compiled function; one that captures
     other objects (a model, a large array, ``self``) is keyed by identity and compiles anew as a
     new object: pass the same ``loss_fn`` object (a warning says so after 8 such compilations on
-    one model). See docs/reliability.md.
+    one model). Data per input belongs in a ``functools.partial(loss, data)``: its bound arrays
+    are arguments of the compiled function, so new data of the same shape runs it again. See
+    docs/reliability.md.
     """
 
     engine: JaxEngine
@@ -238,15 +246,16 @@ def _spec(tree: Any) -> tuple:
 def _build_explain(session, static, loss_fn, config, layout, feature_shapes, meta) -> Callable:
     """The function that ``analyze`` compiles: features once, then every optimisation step.
 
-    ``loss_fn`` is ``() -> the user's loss_fn or None``. The variables, ``alpha``, the inputs,
-    the statistics, the noise, the labels and the token mask are arguments: the compiled code
-    holds no array of the model or the data (docs/reliability.md).
+    ``loss_fn`` is ``() -> the user's loss_fn or None`` (for a ``functools.partial``, its
+    template: ``_cache.lift_arrays``). The variables, ``alpha``, the inputs, the statistics, the
+    noise, the labels, the token mask and the loss_fn's bound arrays are arguments: the compiled
+    code holds no array of the model or the data (docs/reliability.md).
     """
     run = session.runner(static)
     batch = config.batch_size
     alpha_of = session.alpha_of  # not the session: the cache must not keep the model alive
 
-    def explain(dynamic, params, x, stats, noise, labels, token_mask):
+    def explain(dynamic, params, x, stats, noise, labels, token_mask, loss_data):
         try:
             (features,) = _hooks.capture(lambda: run(dynamic, params, x), 1, run.describe)
         except _hooks.NotReached as missing:
@@ -261,6 +270,7 @@ def _build_explain(session, static, loss_fn, config, layout, feature_shapes, met
         def model_loss(outputs):
             user_fn = loss_fn()
             if user_fn is not None:
+                user_fn = _cache.bind(user_fn, loss_data)
                 return _math.user_loss(user_fn, outputs, n_inputs, batch)
             meta["classes"] = outputs.shape[-1] if hasattr(outputs, "shape") else None
             return _math.classification_loss(outputs, labels, n_inputs)

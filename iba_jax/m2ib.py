@@ -10,6 +10,7 @@ from preprocessed images ``(N, H, W, C)`` to ``(N, P)``, and a text encoder from
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -28,23 +29,25 @@ from iba_jax.linen import param_paths
 from iba_jax.models.efficientnet_lite import flax_path
 from iba_jax.text import TextIBA
 
+COSINE_EPS = _m2ib.COSINE_EPS  # a number: the loss is keyed by value (iba_jax._cache)
+
 
 def similarity_loss(other: np.ndarray) -> Callable[[jax.Array], jax.Array]:
     """``iba.m2ib.similarity_loss`` in ``jax.numpy`` against the fixed embeddings ``other``
-    ``(N, P)``: one loss per noised row (input-major)."""
-    other = np.asarray(other, np.float64)
+    ``(N, P)``: one loss per noised row (input-major). A ``functools.partial``, so the embeddings
+    are an argument of the compiled optimisation: new pairs of the same shapes reuse it."""
+    return functools.partial(_negative_cosine, np.asarray(other, np.float64))
 
-    def loss(outputs: jax.Array) -> jax.Array:
-        if outputs.ndim != 2 or outputs.shape[1] != other.shape[1]:
-            raise ValueError(
-                f"the bottlenecked side gave embeddings of shape {tuple(outputs.shape)}; "
-                f"expected (N * batch_size, {other.shape[1]}) for {len(other)} pair(s)"
-            )
-        rows = jnp.repeat(jnp.asarray(other, outputs.dtype), outputs.shape[0] // len(other), 0)
-        norms = jnp.linalg.norm(outputs, axis=1) * jnp.linalg.norm(rows, axis=1)
-        return -(outputs * rows).sum(1) / jnp.maximum(norms, _m2ib.COSINE_EPS)
 
-    return loss
+def _negative_cosine(other: jax.Array, outputs: jax.Array) -> jax.Array:
+    if outputs.ndim != 2 or outputs.shape[1] != other.shape[1]:
+        raise ValueError(
+            f"the bottlenecked side gave embeddings of shape {tuple(outputs.shape)}; "
+            f"expected (N * batch_size, {other.shape[1]}) for {other.shape[0]} pair(s)"
+        )
+    rows = jnp.repeat(other.astype(outputs.dtype), outputs.shape[0] // other.shape[0], 0)
+    norms = jnp.linalg.norm(outputs, axis=1) * jnp.linalg.norm(rows, axis=1)
+    return -(outputs * rows).sum(1) / jnp.maximum(norms, COSINE_EPS)
 
 
 def _split(model: Any, what: str) -> tuple[Any, Any, dict]:

@@ -217,6 +217,28 @@ def test_a_rebuilt_loss_fn_reuses_the_compiled_function(sensitive, images):
     assert not np.allclose(other, first)
 
 
+def weighted_loss(weights, out):
+    """A loss with per-input data, bound with functools.partial (as M2IB's similarity)."""
+    return -(jax.nn.log_softmax(out) * jnp.repeat(weights, 2, axis=0)).sum(1)
+
+
+def test_the_arrays_of_a_partial_loss_fn_are_arguments_not_constants(sensitive, images):
+    """``partial(loss, data)`` with other data of the same shape runs the compiled function
+    again, with the new data (the arrays are arguments: ``_cache.lift_arrays``)."""
+    model = nnx_probe(3)
+    first, second = np.eye(10)[[1, 2]], np.eye(10)[[2, 1]]
+    a = sensitive.analyze(model, images[1], loss_fn=functools.partial(weighted_loss, first))
+    with TraceCount() as traces:
+        b = sensitive.analyze(model, images[1], loss_fn=functools.partial(weighted_loss, second))
+    assert traces.count == 0
+    np.testing.assert_allclose(a, sensitive.analyze(model, images[1], target=[1, 2]), rtol=1e-5)
+    np.testing.assert_allclose(b, sensitive.analyze(model, images[1], target=[2, 1]), rtol=1e-5)
+    assert not np.allclose(a, b)
+    template, data = _cache.lift_arrays(functools.partial(weighted_loss, first))
+    assert template.args == (_cache.LIFTED,) and data[0][0].shape == (2, 10)
+    assert _cache.lift_arrays(weighted_loss) == (weighted_loss, None)
+
+
 def test_a_global_that_the_loss_fn_reads_is_part_of_its_key(sensitive, images, monkeypatch):
     model = nnx_probe()
     maps = {}

@@ -82,5 +82,5 @@ def test_texts_are_grouped_by_length_within_the_token_budget():
     # a fixed length (Keras) counts for every text; a padded length (Flax) rounds up
     assert _Grouping(100, fixed=32)._groups(lengths) == [[0, 2, 3], [4, 1]]
     assert _Grouping(64, step=16)._groups(lengths) == [[0, 2, 3], [4, 1]]
-    assert _Grouping(64, step=16)._length_for(29) == 32
-    assert _Grouping(64)._length_for(29) is None
+    assert _Grouping(64, step=16).padded_length_for(29) == 32
+    assert _Grouping(64).padded_length_for(29) is None
