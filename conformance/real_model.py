@@ -23,6 +23,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -142,35 +143,39 @@ def deviations(got: dict, expected: dict) -> dict[str, float]:
     return result
 
 
-def table() -> int:
-    """Run every available port against PyTorch and print the deviations; 1 if any is out."""
+def port_table(case: Any, bounds: dict, name: str, width: int = 14, agree: Any = None) -> int:
+    """Run every available port of a real-model ``case`` (a module with ``available``, ``PORTS``,
+    ``make_inputs``, ``run_in_process`` and ``deviations``) against PyTorch and print the
+    deviations next to ``bounds``; ``agree(got, expected)`` may check more. 1 if any is out."""
     import tempfile
 
-    from conformance.tolerances import REAL_MODEL
-
-    if available("torch"):
-        print(f"the real-model case needs PyTorch for its reference: {available('torch')}")
+    if case.available("torch"):
+        print(f"the {name} case needs PyTorch for its reference: {case.available('torch')}")
         return 1
-    folder = Path(tempfile.mkdtemp(prefix="iba-real-model-"))
-    np.savez(folder / "inputs.npz", **make_inputs())
-    expected = run_in_process("torch", folder / "inputs.npz", folder / "torch.npz")
-    print(f"{'backend':<18}" + "".join(f"{k:>14}" for k in REAL_MODEL) + "  result")
+    folder = Path(tempfile.mkdtemp(prefix=f"iba-{name}-"))
+    np.savez(folder / "inputs.npz", **case.make_inputs())
+    expected = case.run_in_process("torch", folder / "inputs.npz", folder / "torch.npz")
+    print(f"{'backend':<18}" + "".join(f"{k:>{width}}" for k in bounds) + "  result")
     ok = True
-    for backend in PORTS:
-        if available(backend):
-            print(f"{backend:<18}  skipped: {available(backend)}")
+    for backend in case.PORTS:
+        if case.available(backend):
+            print(f"{backend:<18}  skipped: {case.available(backend)}")
             continue
-        got = run_in_process(backend, folder / "inputs.npz", folder / f"{backend}.npz")
-        dev = deviations(got, expected)
-        good = all(dev[k] <= bound for k, bound in REAL_MODEL.items())
+        got = case.run_in_process(backend, folder / "inputs.npz", folder / f"{backend}.npz")
+        dev = case.deviations(got, expected)
+        good = all(dev[k] <= bound for k, bound in bounds.items())
+        if agree is not None:
+            good &= bool(agree(got, expected))
         ok &= good
-        cells = "".join(f"{dev[k]:>14.2e}" for k in REAL_MODEL)
+        cells = "".join(f"{dev[k]:>{width}.2e}" for k in bounds)
         print(f"{backend:<18}{cells}  {'ok' if good else 'OUT OF TOLERANCE'}")
-    print(f"bounds: {REAL_MODEL}")
+    print(f"bounds: {bounds}")
     return 0 if ok else 1
 
 
-def main(argv: list[str]) -> int:
+def case_main(argv: list[str], table: Any, run: Any) -> int:
+    """A real-model case's command line: no argument prints ``table()``; ``BACKEND INPUTS.npz
+    OUT.npz`` runs ``run(BACKEND, inputs)`` (one backend, in its own process)."""
     if not argv:
         return table()
     backend, inputs_path, out_path = argv
@@ -178,6 +183,17 @@ def main(argv: list[str]) -> int:
         inputs = dict(file)
     np.savez(out_path, **run(backend, inputs))
     return 0
+
+
+def table() -> int:
+    """Run every available port against PyTorch and print the deviations; 1 if any is out."""
+    from conformance.tolerances import REAL_MODEL
+
+    return port_table(sys.modules[__name__], REAL_MODEL, "real-model")
+
+
+def main(argv: list[str]) -> int:
+    return case_main(argv, table, run)
 
 
 if __name__ == "__main__":

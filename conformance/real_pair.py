@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -112,38 +111,16 @@ def deviations(got: dict, expected: dict) -> dict[str, float]:
 
 def table() -> int:
     """Run every available port against PyTorch and print the deviations; 1 if any is out."""
+    from conformance.real_model import port_table
     from conformance.tolerances import REAL_PAIR
 
-    if available("torch"):
-        print(f"the real-pair case needs PyTorch for its reference: {available('torch')}")
-        return 1
-    folder = Path(tempfile.mkdtemp(prefix="iba-real-pair-"))
-    np.savez(folder / "inputs.npz", **make_inputs())
-    expected = run_in_process("torch", folder / "inputs.npz", folder / "torch.npz")
-    print(f"{'backend':<18}" + "".join(f"{k:>12}" for k in REAL_PAIR) + "  result")
-    ok = True
-    for backend in PORTS:
-        if available(backend):
-            print(f"{backend:<18}  skipped: {available(backend)}")
-            continue
-        got = run_in_process(backend, folder / "inputs.npz", folder / f"{backend}.npz")
-        dev = deviations(got, expected)
-        good = all(dev[k] <= bound for k, bound in REAL_PAIR.items())
-        ok &= good
-        cells = "".join(f"{dev[k]:>12.2e}" for k in REAL_PAIR)
-        print(f"{backend:<18}{cells}  {'ok' if good else 'OUT OF TOLERANCE'}")
-    print(f"bounds: {REAL_PAIR}")
-    return 0 if ok else 1
+    return port_table(sys.modules[__name__], REAL_PAIR, "real-pair", 12)
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
-        return table()
-    backend, inputs_path, out_path = argv
-    with np.load(inputs_path) as file:
-        inputs = dict(file)
-    np.savez(out_path, **run(backend, inputs))
-    return 0
+    from conformance.real_model import case_main
+
+    return case_main(argv, table, run)
 
 
 if __name__ == "__main__":

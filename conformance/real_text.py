@@ -113,41 +113,20 @@ def deviations(got: dict, expected: dict) -> dict[str, float]:
 
 def table() -> int:
     """Run every available port against PyTorch and print the deviations; 1 if any is out."""
-    import tempfile
-
+    from conformance.real_model import port_table
     from conformance.tolerances import REAL_TEXT
 
-    if available("torch"):
-        print(f"the real-text case needs PyTorch for its reference: {available('torch')}")
-        return 1
-    folder = Path(tempfile.mkdtemp(prefix="iba-real-text-"))
-    np.savez(folder / "inputs.npz", **make_inputs())
-    expected = run_in_process("torch", folder / "inputs.npz", folder / "torch.npz")
-    print(f"{'backend':<18}" + "".join(f"{k:>14}" for k in REAL_TEXT) + "  result")
-    ok = True
-    for backend in PORTS:
-        if available(backend):
-            print(f"{backend:<18}  skipped: {available(backend)}")
-            continue
-        got = run_in_process(backend, folder / "inputs.npz", folder / f"{backend}.npz")
-        dev = deviations(got, expected)
-        good = all(dev[k] <= bound for k, bound in REAL_TEXT.items())
-        good &= bool(np.array_equal(got["predictions"], expected["predictions"]))
-        ok &= good
-        cells = "".join(f"{dev[k]:>14.2e}" for k in REAL_TEXT)
-        print(f"{backend:<18}{cells}  {'ok' if good else 'OUT OF TOLERANCE'}")
-    print(f"bounds: {REAL_TEXT}")
-    return 0 if ok else 1
+    return port_table(sys.modules[__name__], REAL_TEXT, "real-text", agree=_same_predictions)
+
+
+def _same_predictions(got: dict, expected: dict) -> bool:
+    return bool(np.array_equal(got["predictions"], expected["predictions"]))
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
-        return table()
-    backend, inputs_path, out_path = argv
-    with np.load(inputs_path) as file:
-        inputs = dict(file)
-    np.savez(out_path, **run(backend, inputs))
-    return 0
+    from conformance.real_model import case_main
+
+    return case_main(argv, table, run)
 
 
 if __name__ == "__main__":
