@@ -17,17 +17,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
-from flax import nnx
 
 from iba import m2ib as _m2ib
 from iba.config import Config
 from iba.m2ib_explainer import M2IBExplainer, check_images, pick_layer
 from iba.text_explainer import DEFAULT_MAX_TOKENS
 from iba_jax.explainer import IBA
-from iba_jax.linen import param_paths
 from iba_jax.models.efficientnet_lite import flax_path
-from iba_jax.text import TextIBA
+from iba_jax.text import TextIBA, layer_paths, model_parts
 
 COSINE_EPS = _m2ib.COSINE_EPS  # a number: the loss is keyed by value (iba_jax._cache)
 
@@ -48,21 +45,6 @@ def _negative_cosine(other: jax.Array, outputs: jax.Array) -> jax.Array:
     rows = jnp.repeat(other.astype(outputs.dtype), outputs.shape[0] // other.shape[0], 0)
     norms = jnp.linalg.norm(outputs, axis=1) * jnp.linalg.norm(rows, axis=1)
     return -(outputs * rows).sum(1) / jnp.maximum(norms, COSINE_EPS)
-
-
-def _split(model: Any, what: str) -> tuple[Any, Any, dict]:
-    """``(module, variables, apply_kwargs)`` of a Linen model; ``(model, None, {})`` for NNX."""
-    if isinstance(model, tuple) and len(model) in (2, 3) and isinstance(model[0], nn.Module):
-        return model[0], model[1], dict(model[2]) if len(model) == 3 else {}
-    if isinstance(model, nn.Module) and model.scope is not None:
-        module, variables = model.unbind()
-        return module, variables, {}
-    if isinstance(model, nnx.Module):
-        return model, None, {}
-    raise TypeError(
-        f"{what} must be a Flax Linen (module, variables) pair, a bound Linen module or an "
-        f"nnx.Module; got {type(model).__name__}"
-    )
 
 
 class M2IB(M2IBExplainer):
@@ -125,21 +107,16 @@ class M2IB(M2IBExplainer):
         )
 
     def check_image_model(self, image_model: Any) -> None:
-        _split(image_model, "image")
+        model_parts(image_model, "image")
 
     def resolve_image_layer(self, layer: Any) -> str:
-        module, variables, _ = _split(self.image_model, "image")
-        if variables is None:
-            names = ["/".join(map(str, p)) for p, _ in nnx.iter_modules(module) if p]
-        else:
-            names = param_paths(variables.get("params", {}))
-        return pick_layer(layer, names, flax_path, "module path")
+        return pick_layer(layer, layer_paths(self.image_model), flax_path, "module path")
 
     def image_inputs(self, images: Any) -> np.ndarray:
         return check_images(images)
 
     def embed(self, model: Any, inputs: Any) -> np.ndarray:
-        module, variables, kwargs = _split(model, "model")
+        module, variables, kwargs = model_parts(model)
         if isinstance(inputs, dict):
             inputs = {k: jnp.asarray(v) for k, v in inputs.items()}
         if variables is None:

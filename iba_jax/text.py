@@ -25,6 +25,31 @@ from iba_jax.models.efficientnet_lite import flax_path
 LENGTH_STEP = 16  # groups are padded to a multiple of this many tokens: few compiled shapes
 
 
+def model_parts(model: Any, what: str = "model") -> tuple[Any, Any, dict]:
+    """``(module, variables, apply_kwargs)`` of a Linen ``(module, variables[, apply_kwargs])``
+    pair or a bound Linen module; ``(model, None, {})`` for an ``nnx.Module``; a clear error for
+    anything else (``what`` names the argument)."""
+    if isinstance(model, tuple) and len(model) in (2, 3) and isinstance(model[0], nn.Module):
+        return model[0], model[1], dict(model[2]) if len(model) == 3 else {}
+    if isinstance(model, nn.Module) and model.scope is not None:
+        module, variables = model.unbind()
+        return module, variables, {}
+    if isinstance(model, nnx.Module):
+        return model, None, {}
+    raise TypeError(
+        f"{what} must be a Flax Linen (module, variables) pair, a bound Linen module or an "
+        f"nnx.Module; got {type(model).__name__}"
+    )
+
+
+def layer_paths(model: Any) -> list[str]:
+    """The ``/``-joined paths of a Flax model's submodules, in order (``model_parts``' forms)."""
+    module, variables, _ = model_parts(model)
+    if variables is None:
+        return ["/".join(map(str, p)) for p, _ in nnx.iter_modules(module) if p]
+    return param_paths(variables.get("params", {}))
+
+
 class TextIBA(TextExplainer):
     """IBA on the token states after one encoder layer of a Flax text model, one
     :class:`iba.text.TokenMap` per text (the PyTorch ``TextIBA``'s API and maps).
@@ -51,31 +76,14 @@ class TextIBA(TextExplainer):
     explainer_type = IBA
 
     def check_model(self, model: Any) -> None:
-        linen = (
-            isinstance(model, tuple) and len(model) in (2, 3) and isinstance(model[0], nn.Module)
-        )
-        bound = isinstance(model, nn.Module) and model.scope is not None
-        if not (linen or bound or isinstance(model, nnx.Module)):
-            raise TypeError(
-                "model must be a Flax Linen (module, variables) pair, a bound Linen module or an "
-                f"nnx.Module; got {type(model).__name__}"
-            )
+        model_parts(model)
 
     def _module(self) -> tuple[Any, Any, dict]:
         """``(module, variables, apply_kwargs)`` of a Linen model; ``(model, None, {})`` for NNX."""
-        model = self.model
-        if isinstance(model, tuple):
-            return model[0], model[1], dict(model[2]) if len(model) == 3 else {}
-        if isinstance(model, nn.Module):
-            module, variables = model.unbind()
-            return module, variables, {}
-        return model, None, {}
+        return model_parts(self.model)
 
     def layer_names(self) -> list[str]:
-        module, variables, _ = self._module()
-        if variables is None:
-            return ["/".join(map(str, p)) for p, _ in nnx.iter_modules(module) if p]
-        return param_paths(variables.get("params", {}))
+        return layer_paths(self.model)
 
     def native_name(self, name: str) -> str:
         return flax_path(name)  # Hugging Face's encoder.layer.3: encoder/layer_3
