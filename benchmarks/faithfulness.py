@@ -157,29 +157,6 @@ def folder_images(folder: Path) -> list[np.ndarray]:
     return images
 
 
-def crops_of(
-    images: list[np.ndarray], n: int, seed: int, size: int = 224, batch: int = 25
-) -> Iterator[np.ndarray]:
-    """Batches of random crops of ``images``, ``n`` in all, by the procedure of
-    ``iba.demo.photos.random_crops`` (10-100 % of the short side, any position, random flips)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    made = 0
-    while made < n:
-        out = np.empty((min(batch, n - made), size, size, 3), np.uint8)
-        for i in range(len(out)):
-            image = images[rng.integers(len(images))]
-            h, w = image.shape[:2]
-            side = int(min(h, w) * rng.uniform(0.1, 1.0)) or 1
-            top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-            crop = Image.fromarray(image[top : top + side, left : left + side])
-            crop = np.asarray(crop.resize((size, size), Image.BILINEAR))
-            out[i] = crop[:, ::-1] if rng.random() < 0.5 else crop
-        made += len(out)
-        yield out
-
-
 def estimator_batches(data: str, n: int, n_images: int) -> Iterator[np.ndarray]:
     """The estimator's data: ``bundled``, ``evaluated`` or a folder (see the module's doc)."""
     from iba.demo import photos
@@ -189,7 +166,7 @@ def estimator_batches(data: str, n: int, n_images: int) -> Iterator[np.ndarray]:
     if data == "evaluated":
         names = photos.EXPLAINED[: max(1, min(n_images, len(photos.EXPLAINED)))]
         return photos.random_crops(names, n=n, batch=25, seed=ESTIMATION_SEED)
-    return crops_of(folder_images(Path(data)), n, seed=ESTIMATION_SEED)
+    return photos.crops_of(folder_images(Path(data)), n, seed=ESTIMATION_SEED)
 
 
 def describe_data(data: str, n: int) -> str:

@@ -113,11 +113,15 @@ def center_crop(image: np.ndarray, size: int = 224) -> tuple[np.ndarray, tuple[f
 
 def random_crops(names=ESTIMATION, n: int = 1000, size: int = 224, batch: int = 25, seed: int = 0):
     """Batches ``(b, size, size, 3)`` uint8 of random crops (10-100 % of the short side, any
-    position) with random horizontal flips, ``n`` in all."""
+    position) with random horizontal flips of the bundled photos ``names``, ``n`` in all."""
+    yield from crops_of([photo(name) for name in names], n, size, batch, seed)
+
+
+def crops_of(images, n: int = 1000, size: int = 224, batch: int = 25, seed: int = 0):
+    """:func:`random_crops` of any uint8 RGB images ``(H, W, 3)`` (e.g. a folder's)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    images = [photo(name) for name in names]
     made = 0
     while made < n:
         out = np.empty((min(batch, n - made), size, size, 3), np.uint8)
