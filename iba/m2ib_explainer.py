@@ -102,7 +102,6 @@ class M2IBExplainer:
         self.text = self.make_text_explainer(
             text_model, tokenizer, text_layer, config, max_length, max_tokens
         )
-        self.text_model = text_model
         if image_estimator is not None or text_estimator is not None:
             self._require_corpus("image_estimator= and text_estimator=")
         if image_estimator is not None:
@@ -168,6 +167,11 @@ class M2IBExplainer:
     def config(self) -> Config:
         """The ``iba.Config`` of both optimisations."""
         return self.image_iba.config
+
+    @property
+    def text_model(self) -> Any:
+        """The text encoder (the adapter's ``TextIBA`` explains it)."""
+        return self.text.model
 
     @property
     def text_layer(self) -> Any:
