@@ -730,25 +730,27 @@ def _explain_files(args: argparse.Namespace) -> int:
 # -- texts ---------------------------------------------------------------------------------------
 
 
-def _text_layer(value: str | None) -> int:
-    """``--layer`` of the text commands: MiniLM's encoder layer, an index ``0 .. 5``."""
+def _text_layer(value: str | None, option: str = "--layer", default: int | None = None) -> int:
+    """``option`` of the text commands (``--layer``; ``--text-layer`` for pairs): MiniLM's
+    encoder layer, an index ``0 .. 5``; ``default`` (the text demo's layer) when not given."""
     from iba.demo import runners
     from iba.models.minilm import MiniLMConfig
 
+    default = runners.DEFAULT_TEXT_LAYER if default is None else default
     if value is None:
-        return runners.DEFAULT_TEXT_LAYER
+        return default
     n = MiniLMConfig().num_hidden_layers
     try:
         layer = int(value)
     except ValueError:
         raise UserError(
-            f"--layer {value!r}: give MiniLM's encoder layer by its index, 0 to {n - 1} "
-            f"(default {runners.DEFAULT_TEXT_LAYER})"
+            f"{option} {value!r}: give MiniLM's encoder layer by its index, 0 to {n - 1} "
+            f"(default {default})"
         ) from None
     if not 0 <= layer < n:
         raise UserError(
-            f"--layer {layer}: out of range; MiniLM has {n} encoder layers, give 0 to {n - 1} "
-            f"(default {runners.DEFAULT_TEXT_LAYER})"
+            f"{option} {layer}: out of range; MiniLM has {n} encoder layers, give 0 to {n - 1} "
+            f"(default {default})"
         )
     return layer
 

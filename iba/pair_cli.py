@@ -38,20 +38,6 @@ def add_options(p: argparse.ArgumentParser, group: Any = None) -> None:
     )
 
 
-def _text_layer(value: str | None) -> int:
-    from iba.cli import UserError
-
-    if value is None:
-        return TEXT_LAYER
-    try:
-        layer = int(value)
-    except ValueError:
-        layer = -1
-    if not 0 <= layer <= 5:
-        raise UserError(f"--text-layer must be MiniLM's encoder layer, 0 to 5; got {value!r}")
-    return layer
-
-
 def _config(args: argparse.Namespace) -> iba.Config:
     fields = {"beta": BETA if args.beta is None else args.beta}
     for name in ("steps", "batch_size"):
@@ -62,11 +48,11 @@ def _config(args: argparse.Namespace) -> iba.Config:
 
 def _explainer(args: argparse.Namespace) -> Any:
     """The backend's M2IB on the bundled dual encoder, or a clear error."""
-    from iba.cli import UserError, _muted_stderr
+    from iba.cli import UserError, _muted_stderr, _text_layer
     from iba.demo import runners
     from iba.models import dual_encoder
 
-    text_layer = _text_layer(args.text_layer)
+    text_layer = _text_layer(args.text_layer, "--text-layer", TEXT_LAYER)
     image_layer = args.image_layer or IMAGE_LAYER
     try:
         with _muted_stderr(not args.verbose):

@@ -45,7 +45,7 @@ def test_explain_pair_prints_and_draws(tmp_path):
     ("argv", "message"),
     [
         (["explain-pair", "missing.png", "a cat"], "missing.png: no such file"),
-        (["demo", "--pairs", "--text-layer", "9"], "--text-layer must be MiniLM's encoder layer"),
+        (["demo", "--pairs", "--text-layer", "9"], "--text-layer 9: out of range; MiniLM has 6"),
         (["demo", "--pairs", "--text"], "--text and --pairs are two demos"),
         (["demo", "--image-layer", "_blocks.3"], "--image-layer is for pairs: add --pairs"),
         (
