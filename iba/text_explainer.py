@@ -185,6 +185,26 @@ def _positive(name: str, value: Any, least: int = 1) -> int:
 # -- the explainer -------------------------------------------------------------------------------
 
 
+def is_index(layer: Any) -> bool:
+    """Whether ``layer`` is an integer index (not a bool)."""
+    return isinstance(layer, (int, np.integer)) and not isinstance(layer, (bool, np.bool_))
+
+
+def encoder_layer(blocks: list[Any], index: int, none_found: str) -> Any:
+    """``blocks[index]`` for ``layer=index``, or a ``ValueError`` that says why not (``none_found``:
+    why a model has no encoder layers this explainer recognises)."""
+    if not blocks:
+        raise ValueError(
+            f"layer={index} indexes the encoder layers, but {none_found}: pass the layer's name"
+        )
+    if not -len(blocks) <= index < len(blocks):
+        raise ValueError(
+            f"layer={index} is out of range: the model has {len(blocks)} encoder layers "
+            f"({blocks[0]!r} ... {blocks[-1]!r})"
+        )
+    return blocks[int(index)]
+
+
 class TextExplainer:
     """IBA on the token states after one encoder layer of a text model (docs/mathematics.md
     section 6.3), with one :class:`iba.text.TokenMap` per text. Subclassed per framework.
@@ -283,18 +303,8 @@ class TextExplainer:
         :meth:`encoder_layers`, or a layer name (the framework's, or a Hugging Face name that
         :meth:`native_name` translates)."""
         blocks = self.encoder_layers()
-        if isinstance(layer, (int, np.integer)) and not isinstance(layer, (bool, np.bool_)):
-            if not blocks:
-                raise ValueError(
-                    f"layer={layer} indexes the encoder layers, but the model has none that "
-                    "this explainer recognises: pass the layer's name"
-                )
-            if not -len(blocks) <= layer < len(blocks):
-                raise ValueError(
-                    f"layer={layer} is out of range: the model has {len(blocks)} encoder layers "
-                    f"({blocks[0]!r} ... {blocks[-1]!r})"
-                )
-            return blocks[int(layer)]
+        if is_index(layer):
+            return encoder_layer(blocks, layer, "the model has none that this explainer recognises")
         if not isinstance(layer, str):
             raise TypeError(
                 f"layer must be an index into the encoder layers {blocks} or a layer name; got "

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from iba import text_explainer
 from iba.config import Config
 from iba.estimator import Estimator
 from iba.text_explainer import DEFAULT_MAX_TOKENS, TextExplainer
@@ -163,18 +164,9 @@ def resolve_layer(model: torch.nn.Module, layer: str | int | torch.nn.Module) ->
             if module is layer and name:
                 return name
         raise ValueError(f"the module {type(layer).__name__} given as layer is not in the model")
-    if isinstance(layer, (int, np.integer)) and not isinstance(layer, (bool, np.bool_)):
-        if not blocks:
-            raise ValueError(
-                f"layer={layer} indexes the encoder layers, but {type(model).__name__} has no "
-                "nn.ModuleList of layers: pass a name from model.named_modules()"
-            )
-        if not -len(blocks) <= layer < len(blocks):
-            raise ValueError(
-                f"layer={layer} is out of range: the model has {len(blocks)} encoder layers "
-                f"({blocks[0]!r} ... {blocks[-1]!r})"
-            )
-        return blocks[int(layer)]
+    if text_explainer.is_index(layer):
+        none_found = f"{type(model).__name__} has no nn.ModuleList of layers (see named_modules())"
+        return text_explainer.encoder_layer(blocks, layer, none_found)
     if not isinstance(layer, str):
         raise TypeError(
             f"layer must be a module name such as 'encoder.layer.3', an index into the encoder "
