@@ -29,7 +29,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import numpy as np
 
@@ -185,7 +185,7 @@ def _positive(name: str, value: Any, least: int = 1) -> int:
 # -- the explainer -------------------------------------------------------------------------------
 
 
-def is_index(layer: Any) -> bool:
+def is_index(layer: Any) -> TypeGuard[int]:
     """Whether ``layer`` is an integer index (not a bool)."""
     return isinstance(layer, (int, np.integer)) and not isinstance(layer, (bool, np.bool_))
 
