@@ -7,23 +7,25 @@
 from __future__ import annotations
 
 import importlib
-import types
+from typing import Any
 
 from iba import backends as registry
 
-# The module of each backend; the names and their order come from the registry (iba.backends).
+# The module of each backend but Keras' (one module, ``_keras``, serves its three backends); the
+# names and their order come from the registry (iba.backends).
 _MODULES = {
     "numpy": "numpy_reference",
     "torch": "torch_hooks",
-    "keras-tensorflow": "keras_tensorflow",
-    "keras-jax": "keras_jax",
-    "keras-torch": "keras_torch",
     "flax-linen": "flax_linen",
     "flax-nnx": "flax_nnx",
 }
-BACKENDS = {name: f"conformance.backends.{_MODULES[name]}" for name in registry.conformance_names()}
+BACKENDS = tuple(registry.conformance_names())
 
 
-def load(name: str) -> types.ModuleType:
-    """The backend module ``name``."""
-    return importlib.import_module(BACKENDS[name])
+def load(name: str) -> Any:
+    """The backend ``name``: its module, or for Keras a port of ``_keras`` to one backend."""
+    if name.startswith("keras-"):
+        from conformance.backends import _keras
+
+        return _keras.port(name.removeprefix("keras-"))
+    return importlib.import_module(f"conformance.backends.{_MODULES[name]}")

@@ -13,6 +13,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import types
 
 import numpy as np
 
@@ -129,3 +130,15 @@ def run(case: vectors.Case, dtype: str, device: str, backend: str) -> dict:
         raise RuntimeError(f"KERAS_BACKEND={backend}:\n{arrays[f'{key}|error']}")
     prefix = f"{key}|"
     return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def port(backend: str) -> types.SimpleNamespace:
+    """Keras on ``backend`` with the interface of a backend module (``conformance.backends``)."""
+    return types.SimpleNamespace(
+        DTYPES=DTYPES,
+        available=functools.partial(available, backend),
+        devices=lambda: list(devices(backend)),
+        device_reasons=functools.partial(device_reasons, backend),
+        run=lambda case, dtype, device: run(case, dtype, device, backend),
+        prefetch=functools.partial(prefetch, backend),
+    )
