@@ -174,3 +174,41 @@ def check_users_model(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"layers are: {top}" in err, err
     assert not (tmp_path / "x").exists()
+
+
+class DemoTests:
+    """The demo's tests of one ported backend: a test module subclasses this with ``BACKEND``
+    (the ``--backend`` name), ``USERS_MODEL`` (a module's source with ``build()``) and
+    ``USERS_TOP`` (its top-level layers, as the error lists them)."""
+
+    BACKEND: str
+    USERS_MODEL: str
+    USERS_TOP: str
+    LAYER = "_blocks_4"  # the ports' name of EfficientNet-Lite0's fifth block
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def demo_run(cls, tmp_path_factory) -> DemoRun:
+        cache = tmp_path_factory.mktemp("cache")
+        return run_demo(cls.BACKEND, tmp_path_factory.mktemp("demo"), cache, "--layer", cls.LAYER)
+
+    def test_demo_on_the_port(self, demo_run):
+        check_demo(demo_run)
+
+    def test_the_estimator_file_is_shared_and_channels_first(self, demo_run):
+        check_shared_estimator(demo_run)
+
+    def test_the_same_command_gives_the_same_map(self, demo_run, tmp_path):
+        again = run_demo(self.BACKEND, tmp_path / "again", demo_run.cache, "--layer", self.LAYER)
+        check_same_map_twice(demo_run, again)
+
+    def test_unknown_layer_lists_the_blocks_and_the_head_first(self, tmp_path, capsys):
+        check_unknown_layer(self.BACKEND, tmp_path, capsys, tmp_path / "cache")
+
+    def test_quiet_start(self, tmp_path):
+        check_quiet_start(self.BACKEND, tmp_path)
+
+    def test_explain_with_a_users_model(self, tmp_path, monkeypatch, capsys):
+        check_users_model(
+            self.BACKEND, self.USERS_MODEL, "conv", self.USERS_TOP, tmp_path, monkeypatch, capsys
+        )

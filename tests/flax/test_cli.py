@@ -1,48 +1,11 @@
-"""``iba demo --backend jax`` end to end: the Flax (Linen) port of EfficientNet-Lite0,
-the bundled photos, figures and heatmaps written, the same map from the same
-command, the estimator file shared with the other backends, the layer list and a quiet start."""
+"""``iba demo --backend jax`` end to end: the Flax (Linen) port of EfficientNet-Lite0, the bundled
+photos, figures and heatmaps written, the same map from the same command, the estimator file
+shared with the other backends, the layer list, a quiet start and a user's model
+(``tests/demo_checks.py``)."""
 
 from __future__ import annotations
 
-import pytest
-
-from tests.demo_checks import (
-    check_demo,
-    check_quiet_start,
-    check_same_map_twice,
-    check_shared_estimator,
-    check_unknown_layer,
-    check_users_model,
-    run_demo,
-)
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    return run_demo("jax", tmp_path_factory.mktemp("demo"), cache, "--layer", "_blocks_4")
-
-
-def test_demo_on_the_flax_port(demo_run):
-    check_demo(demo_run)
-
-
-def test_the_estimator_file_is_shared_and_channels_first(demo_run):
-    check_shared_estimator(demo_run)
-
-
-def test_the_same_command_gives_the_same_map(demo_run, tmp_path):
-    again = run_demo("jax", tmp_path / "again", demo_run.cache, "--layer", "_blocks_4")
-    check_same_map_twice(demo_run, again)
-
-
-def test_unknown_layer_lists_the_blocks_and_the_head_first(tmp_path, capsys):
-    check_unknown_layer("jax", tmp_path, capsys, tmp_path / "cache")
-
-
-def test_quiet_start(tmp_path):
-    check_quiet_start("jax", tmp_path)
-
+from tests.demo_checks import DemoTests
 
 USERS_MODEL = """
 import jax
@@ -63,5 +26,5 @@ def build():
 """
 
 
-def test_explain_with_a_users_model(tmp_path, monkeypatch, capsys):
-    check_users_model("jax", USERS_MODEL, "conv", "conv, head", tmp_path, monkeypatch, capsys)
+class TestFlaxDemo(DemoTests):
+    BACKEND, USERS_MODEL, USERS_TOP = "jax", USERS_MODEL, "conv, head"
