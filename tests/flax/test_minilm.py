@@ -14,27 +14,10 @@ from iba.models import minilm as reference
 from iba_jax import IBA
 from iba_jax.models import flax_path
 from iba_jax.models.minilm import minilm, minilm_sentiment, variables_from_hf
+from tests import minilm_checks as checks
+from tests.minilm_checks import CORPUS, TEXTS, int32
 
-TEXTS = (
-    "A truly wonderful film.",
-    "The plot was dull, predictable and far too long for its own good.",
-    "Meh.",
-)
-CORPUS = (
-    "I loved it.",
-    "Terrible acting.",
-    "A masterpiece of modern cinema.",
-    "Not worth the ticket.",
-    "It was fine, I guess.",
-    "The soundtrack is great.",
-    "Boring.",
-    "What a ride!",
-)
 TARGET = flax_path("encoder.layer.3")
-
-
-def int32(encoding: reference.Encoding) -> dict[str, np.ndarray]:
-    return {k: v.astype(np.int32) for k, v in encoding.inputs.items()}
 
 
 @pytest.fixture(scope="session")
@@ -64,11 +47,7 @@ def model(weights):
 
 @pytest.fixture(scope="session")
 def head():
-    """The bundled sentiment head, or a random one where the package does not ship it."""
-    if reference.SENTIMENT_HEAD.exists():
-        return "bundled"
-    rng = np.random.default_rng(0)
-    return {"weight": 0.1 * rng.standard_normal((2, 384)), "bias": np.zeros(2)}
+    return checks.head()
 
 
 @pytest.fixture(scope="session")
@@ -107,13 +86,7 @@ def test_the_sentiment_model(sentiment, head, weights, tokenizer):
     module, variables = sentiment
     encoding = tokenizer(list(TEXTS))
     logits = np.asarray(module.apply(variables, encoding.input_ids, encoding.attention_mask))
-    assert logits.shape == (3, 2)
-    hidden = reference.numpy_forward(weights, encoding.input_ids, encoding.attention_mask)
-    weight, bias = reference.read_head(head)
-    expected = reference.mean_pooling(hidden, encoding.attention_mask) @ weight.T + bias
-    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
-    if head == "bundled":
-        np.testing.assert_array_equal(logits.argmax(1), [1, 0, 0])  # fresh, rotten, rotten
+    checks.check_sentiment_logits(logits, head, weights, encoding)
 
 
 def test_iba_at_an_encoder_layer(sentiment, tokenizer):
