@@ -91,3 +91,23 @@ def test_weights_argument(model):
     # the random initialisation, traced but not compiled (that takes 10-30 s)
     random = jax.eval_shape(lambda: efficientnet_lite0(weights=None)[1])
     assert jax.tree.map(np.shape, random) == jax.tree.map(np.shape, model[1])
+
+
+@pytest.mark.parametrize(("size", "kernel", "stride"), [(9, 3, 1), (9, 3, 2), (8, 5, 2), (7, 5, 1)])
+def test_the_shifted_depthwise_convolution_is_xlas_grouped_one(size, kernel, stride):
+    """The CPU's depthwise convolution (a sum of strided slices) equals XLA's grouped convolution
+    with ``"SAME"`` padding, odd and even sizes, on any leading axes (as ``nn.Conv``)."""
+    from iba_jax.models.efficientnet_lite import DepthwiseConv, depthwise_shifted
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, size, size, 6)).astype(np.float32)
+    w = rng.standard_normal((kernel, kernel, 1, 6)).astype(np.float32)
+    grouped = jax.lax.conv_general_dilated(
+        x, w, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=6,
+    )  # fmt: skip
+    np.testing.assert_allclose(depthwise_shifted(x, w, stride), grouped, atol=1e-5, rtol=0)
+    layer = DepthwiseConv(kernel, stride)
+    stacked = layer.apply({"params": {"kernel": w}}, np.stack([x, x[::-1]]))  # (2, 2, H, W, C)
+    np.testing.assert_allclose(stacked[0], grouped, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(stacked[1], grouped[::-1], atol=1e-5, rtol=0)
