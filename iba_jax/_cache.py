@@ -38,6 +38,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from iba import _partial
+
 CACHE_SIZE = 16  # compiled functions kept, shared by all explainers (least recently used dropped)
 IDLE_KEPT = 2  # compiled functions kept after their last model died (a loop over model copies)
 SHAPES_KEPT = 64  # feature shapes kept (no compiled code: a few bytes each)
@@ -257,7 +259,7 @@ def loss_key(loss_fn: Any) -> Any:
         return ById(loss_fn)
 
 
-LIFTED = "<iba_jax: an array argument of the compiled function>"  # a placeholder, by value
+LIFTED = _partial.LIFTED  # the placeholder of a lifted array, by value (iba._partial)
 
 
 def lift_arrays(loss_fn: Any) -> tuple[Any, Any]:
@@ -267,34 +269,15 @@ def lift_arrays(loss_fn: Any) -> tuple[Any, Any]:
     of the compiled optimisation, and ``template`` (the partial with :data:`LIFTED` in their
     places) is what :func:`loss_key` describes: ``partial(loss, embeddings)`` with new embeddings
     of the same shape reuses the compiled function (M2IB's similarity to each pair's other side).
-    :func:`bind` puts the traced arrays back."""
-    if not isinstance(loss_fn, functools.partial):
-        return loss_fn, None
-    args = [LIFTED if _is_array(a) else a for a in loss_fn.args]
-    keywords = {k: LIFTED if _is_array(v) else v for k, v in loss_fn.keywords.items()}
-    lifted_args = tuple(jax.numpy.asarray(a) for a in loss_fn.args if _is_array(a))
-    lifted_keywords = {k: jax.numpy.asarray(v) for k, v in loss_fn.keywords.items() if _is_array(v)}
-    if not lifted_args and not lifted_keywords:
-        return loss_fn, None
-    return functools.partial(loss_fn.func, *args, **keywords), (lifted_args, lifted_keywords)
+    :func:`bind` puts the traced arrays back (``iba._partial``)."""
+    return _partial.lift(loss_fn, _is_array, jax.numpy.asarray)
 
 
-def bind(template: Any, data: Any) -> Any:
-    """The ``loss_fn`` of :func:`lift_arrays`' ``template`` with the (traced) arrays ``data``."""
-    if data is None:
-        return template
-    arrays, keywords = iter(data[0]), data[1]
-    args = [next(arrays) if _lifted(a) else a for a in template.args]
-    named = {k: keywords[k] if _lifted(v) else v for k, v in template.keywords.items()}
-    return functools.partial(template.func, *args, **named)
+bind = _partial.bind  # the loss_fn of lift_arrays' template with the (traced) arrays
 
 
 def _is_array(value: Any) -> bool:
     return isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) > 0
-
-
-def _lifted(value: Any) -> bool:
-    return isinstance(value, str) and value == LIFTED
 
 
 def _trusted(obj: Any) -> bool:

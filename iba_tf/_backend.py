@@ -8,6 +8,10 @@ respect to ``alpha`` from the running backend's autodiff (TensorFlow ``GradientT
 ``tf.function``; ``jax.value_and_grad`` inside ``jax.jit``, with the model's variables passed
 through a ``keras.StatelessScope``; torch autograd), then the reference's Adam update. Each
 backend's framework is imported here, lazily, only for the backend that runs.
+
+``lift_loss`` takes the arrays bound in a ``functools.partial`` ``loss_fn`` out (``iba._partial``):
+they become arguments of the step, so a new partial of the same function with arrays of the same
+shapes (M2IB's similarity to a new caption or image) reuses it; ``bind_loss`` puts them back.
 """
 
 from __future__ import annotations
@@ -16,10 +20,44 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 
+from iba import _partial
 from iba_tf import _ops
 
 Objective = Callable[..., "tuple[Any, Any]"]  # (alpha, *args) -> (total loss, loss per input)
+
+
+def lift_loss(loss_fn: Any) -> tuple[Any, Any, Any]:
+    """``(loss_fn, arrays, key)``: the step's ``loss_fn``, the arrays it takes as an argument and
+    the part of the step's cache key that stands for it (docs/mathematics.md section 5).
+
+    For ``functools.partial(f, *args, **keywords)`` that binds arrays (NumPy arrays or backend
+    tensors with at least one axis) and otherwise hashable values only: the template with the
+    arrays lifted out (``iba._partial.lift``), the arrays as tensors, and a key of ``f`` (by
+    identity) and the other values. Otherwise ``(loss_fn, None, loss_fn)``: keyed by the
+    function object.
+    """
+    template, arrays = _partial.lift(loss_fn, _is_array, _to_tensor)
+    key = None if arrays is None else _partial.template_key(template)
+    if key is None:
+        return loss_fn, None, loss_fn
+    return template, arrays, key
+
+
+def bind_loss(template: Any, arrays: Any) -> Any:
+    """The ``loss_fn`` of :func:`lift_loss`'s template with the step's (traced) ``arrays``."""
+    return _partial.bind(template, arrays)
+
+
+def _is_array(value: Any) -> bool:
+    array = isinstance(value, np.ndarray) or keras.ops.is_tensor(value)
+    return array and len(value.shape) > 0
+
+
+def _to_tensor(value: Any) -> Any:
+    """A backend tensor of ``value`` (NumPy: its dtype where the backend has it)."""
+    return value if keras.ops.is_tensor(value) else keras.ops.convert_to_tensor(value)
 
 
 def make_step(objective: Objective, lr: float, variables: Sequence[Any]) -> Callable:

@@ -212,11 +212,13 @@ class _Analysis:
         )
         # the function itself: an id could be reused after it is freed; the config: the step
         # bakes it in (explainer.config may be replaced between calls). One step serves every
-        # token mask: the mask is an argument.
+        # token mask: the mask is an argument; and every partial(f, *arrays) of one f: the
+        # arrays are arguments too (a new M2IB caption of the same shapes compiles nothing).
+        loss_fn, loss_data, loss_key = _backend.lift_loss(p.loss_fn)
         step = self.engine._steps.get(
-            (plan.key, p.loss_fn, config),
+            (plan.key, loss_key, config),
             lambda: _backend.make_step(
-                _objective(plan, config, p.loss_fn, self.engine), config.lr, runner.variables
+                _objective(plan, config, loss_fn, self.engine), config.lr, runner.variables
             ),
         )
         mask = None if p.token_mask is None else _pad_numpy(p.token_mask, n_inputs)
@@ -236,7 +238,17 @@ class _Analysis:
                 count = ops.convert_to_tensor(float(i + 1), dtype)
                 step_noise = [draw(i) for draw in draws]
                 alpha, mu, nu, loss = step(
-                    alpha, mu, nu, count, inputs, features, rows, tokens, *flat_stats, *step_noise
+                    alpha,
+                    mu,
+                    nu,
+                    count,
+                    inputs,
+                    features,
+                    rows,
+                    tokens,
+                    loss_data,
+                    *flat_stats,
+                    *step_noise,
                 )
                 alphas.append(ops.convert_to_numpy(alpha)[:real])
                 losses.append(ops.convert_to_numpy(loss)[:real])
@@ -431,7 +443,9 @@ def layer_shape(layer: IBALayer) -> tuple[int, ...]:
 
 
 def _objective(plan: _Plan, config: iba.Config, loss_fn, engine: KerasEngine) -> Callable:
-    """``(alpha, inputs, features, labels, tokens, *stats, *noise) -> (total, loss per input)``.
+    """``(alpha, inputs, features, labels, tokens, loss_data, *stats, *noise) -> (total, loss per
+    input)``; ``loss_data``: the arrays lifted out of ``loss_fn`` (``_backend.lift_loss``) or
+    ``None``.
 
     ``iba.optimize.objective`` in ``keras.ops``: the model loss (mean over the noise samples) plus
     ``beta`` times the information term of the first target (:func:`information`; ``tokens``:
@@ -445,7 +459,7 @@ def _objective(plan: _Plan, config: iba.Config, loss_fn, engine: KerasEngine) ->
     layout = layer_layout(layers[0])
     probabilities = _graph.output_is_probability(plan.model)
 
-    def objective(alpha, inputs, features, labels, tokens, *rest):
+    def objective(alpha, inputs, features, labels, tokens, loss_data, *rest):
         engine.traces += 1
         stats = [_ops.LayerStats(*rest[3 * i : 3 * i + 3]) for i in range(n_layers)]
         noise = rest[3 * n_layers :]
@@ -482,7 +496,7 @@ def _objective(plan: _Plan, config: iba.Config, loss_fn, engine: KerasEngine) ->
             real = getattr(_CALL, "real", None) or n_inputs
             if real != n_inputs:  # loss_fn sees the real inputs' rows only, as unpadded
                 outputs = keras.tree.map_structure(lambda o: o[: real * batch], outputs)
-            loss = loss_fn(outputs)
+            loss = _backend.bind_loss(loss_fn, loss_data)(outputs)
             if real != n_inputs:
                 shape = tuple(getattr(loss, "shape", ()))
                 if shape != (real * batch,):

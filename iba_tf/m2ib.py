@@ -10,6 +10,7 @@ from preprocessed images ``(N, H, W, C)`` to ``(N, P)``, and a text encoder from
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -25,22 +26,24 @@ from iba_tf.text import TextIBA
 
 def similarity_loss(other: np.ndarray) -> Callable[[Any], Any]:
     """``iba.m2ib.similarity_loss`` in ``keras.ops`` against the fixed embeddings ``other``
-    ``(N, P)``: one loss per noised row (input-major)."""
-    other = np.asarray(other, np.float64)
-    n, width = other.shape
+    ``(N, P)``: one loss per noised row (input-major). A ``functools.partial`` of one function, so
+    the embeddings are an argument of the compiled step (``iba_tf._backend.lift_loss``): new pairs
+    of the same shapes reuse it."""
+    return functools.partial(_negative_cosine, np.asarray(other, np.float64))
 
-    def loss(outputs: Any) -> Any:
-        ops = keras.ops
-        if len(outputs.shape) != 2 or outputs.shape[1] != width:
-            raise ValueError(
-                f"the bottlenecked side gave embeddings of shape {tuple(outputs.shape)}; "
-                f"expected (N * batch_size, {width}) for {n} pair(s)"
-            )
-        rows = ops.repeat(ops.convert_to_tensor(other, outputs.dtype), outputs.shape[0] // n, 0)
-        norms = ops.norm(outputs, axis=1) * ops.norm(rows, axis=1)
-        return -ops.sum(outputs * rows, axis=1) / ops.maximum(norms, _m2ib.COSINE_EPS)
 
-    return loss
+def _negative_cosine(other: Any, outputs: Any) -> Any:
+    """``-cos(outputs[i], other[i // B])`` per row of ``outputs`` ``(N * B, P)``."""
+    ops = keras.ops
+    n, width = (int(s) for s in other.shape)
+    if len(outputs.shape) != 2 or outputs.shape[1] != width:
+        raise ValueError(
+            f"the bottlenecked side gave embeddings of shape {tuple(outputs.shape)}; "
+            f"expected (N * batch_size, {width}) for {n} pair(s)"
+        )
+    rows = ops.repeat(ops.cast(other, outputs.dtype), outputs.shape[0] // n, 0)
+    norms = ops.norm(outputs, axis=1) * ops.norm(rows, axis=1)
+    return -ops.sum(outputs * rows, axis=1) / ops.maximum(norms, _m2ib.COSINE_EPS)
 
 
 class M2IB(M2IBExplainer):
