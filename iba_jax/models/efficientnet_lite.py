@@ -22,7 +22,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from iba.models.efficientnet_lite import BN_EPSILON, CLASSES, HEAD_FILTERS, STEM_FILTERS, block_args
+from iba.models.efficientnet_lite import (
+    BN_EPSILON,
+    CLASSES,
+    HEAD_FILTERS,
+    STEM_FILTERS,
+    block_args,
+    depthwise_same,
+)
 
 
 def _conv(features: int, kernel_size: int, name: str, stride: int = 1) -> nn.Conv:
@@ -36,31 +43,10 @@ def _conv(features: int, kernel_size: int, name: str, stride: int = 1) -> nn.Con
     )
 
 
-def depthwise_shifted(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-    """A ``"SAME"``-padded depthwise convolution of ``(N, H, W, C)`` with a ``(k, k, 1, C)``
-    kernel as a sum of ``k * k`` strided slices times one kernel row each: XLA fuses it into one
-    loop, 3-10x faster on the CPU than its grouped convolution (``feature_group_count=C``),
-    equal to it up to float rounding."""
-    k = kernel.shape[0]
-    n, h, w, c = x.shape
-    out_h, out_w = -(-h // stride), -(-w // stride)
-    pad_h, pad_w = max((out_h - 1) * stride + k - h, 0), max((out_w - 1) * stride + k - w, 0)
-    x = jnp.pad(
-        x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0))
-    )
-    out = None
-    for i in range(k):
-        for j in range(k):
-            end = (n, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, c)
-            term = jax.lax.slice(x, (0, i, j, 0), end, (1, stride, stride, 1)) * kernel[i, j, 0]
-            out = term if out is None else out + term
-    return out
-
-
 class DepthwiseConv(nn.Module):
     """The blocks' depthwise convolution, with ``nn.Conv``'s kernel ``(k, k, 1, C)``: XLA's
-    grouped convolution on accelerators, :func:`depthwise_shifted` on the CPU (where XLA's grouped
-    convolution is slow)."""
+    grouped convolution on accelerators, ``iba.models.efficientnet_lite.depthwise_same`` on the CPU
+    (where XLA's grouped convolution is 3-10x slower)."""
 
     kernel_size: int
     stride: int = 1
@@ -72,7 +58,7 @@ class DepthwiseConv(nn.Module):
         kernel = jnp.asarray(kernel, x.dtype)
         batch, x = x.shape[:-3], x.reshape(-1, *x.shape[-3:])  # any leading axes, as nn.Conv
         if jax.default_backend() == "cpu":
-            y = depthwise_shifted(x, kernel, self.stride)
+            y = depthwise_same(x, kernel[:, :, 0], self.stride, jnp.pad)
         else:
             y = jax.lax.conv_general_dilated(
                 x, kernel, (self.stride, self.stride), "SAME",

@@ -97,7 +97,8 @@ def test_weights_argument(model):
 def test_the_shifted_depthwise_convolution_is_xlas_grouped_one(size, kernel, stride):
     """The CPU's depthwise convolution (a sum of strided slices) equals XLA's grouped convolution
     with ``"SAME"`` padding, odd and even sizes, on any leading axes (as ``nn.Conv``)."""
-    from iba_jax.models.efficientnet_lite import DepthwiseConv, depthwise_shifted
+    from iba.models.efficientnet_lite import depthwise_same
+    from iba_jax.models.efficientnet_lite import DepthwiseConv
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, size, size, 6)).astype(np.float32)
@@ -106,7 +107,8 @@ def test_the_shifted_depthwise_convolution_is_xlas_grouped_one(size, kernel, str
         x, w, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=6,
     )  # fmt: skip
-    np.testing.assert_allclose(depthwise_shifted(x, w, stride), grouped, atol=1e-5, rtol=0)
+    shifted = depthwise_same(x, w[:, :, 0], stride, np.pad)  # NumPy arrays
+    np.testing.assert_allclose(shifted, grouped, atol=1e-5, rtol=0)
     layer = DepthwiseConv(kernel, stride)
     stacked = layer.apply({"params": {"kernel": w}}, np.stack([x, x[::-1]]))  # (2, 2, H, W, C)
     np.testing.assert_allclose(stacked[0], grouped, atol=1e-5, rtol=0)
