@@ -1,4 +1,5 @@
-"""The README's Flax examples run as written (``tests/readme_blocks.py``)."""
+"""The Flax examples of the README and of the pages of docs/ run as written
+(``tests/readme_blocks.py``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 from tests import readme_blocks
 
 CHAINS = readme_blocks.chains("flax")
+DOC_CHAINS = readme_blocks.page_chains("flax")
 
 
 @pytest.mark.parametrize("chain", sorted(CHAINS))
@@ -27,3 +29,11 @@ def test_readme_example_runs(chain, tmp_path, monkeypatch):
         assert len(m.words) == 7 and m.word_bits.sum() > 0  # a gorgeous , witty , seductive movie
     else:
         assert namespace["explanation"].heatmap.shape == (1, 28, 28)
+
+
+@pytest.mark.parametrize("chain", sorted(DOC_CHAINS))
+def test_docs_example_runs(chain, tmp_path, monkeypatch):
+    """Every flax chain of a page of docs/ runs as written (found by glob: a new page needs no
+    change here)."""
+    path, blocks = DOC_CHAINS[chain]
+    readme_blocks.run(blocks, tmp_path, monkeypatch, path=path)

@@ -1,5 +1,6 @@
-"""docs/interop.md's Python examples, run in order in one namespace as written (step counts made
-small), in a temporary folder; their results are checked against the library."""
+"""docs/interop.md's Python examples (tagged ``<!-- readme-test: interop examples -->``), run in
+order in one namespace as written (step counts made small), in a temporary folder; their results
+are checked against the library. ``interop`` chains of other pages of docs/ run here too."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "interop.md"
 
 
 def test_the_examples_run(tmp_path, monkeypatch):
-    blocks = readme_blocks.blocks(path=DOC)
+    (blocks,) = readme_blocks.chains("interop", path=DOC).values()
     assert len(blocks) == 2, "docs/interop.md: a Captum and a Quantus example"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -27,3 +28,14 @@ def test_the_examples_run(tmp_path, monkeypatch):
     assert torch.isfinite(ns["smooth"]).all()
     assert np.isfinite(ns["sparseness"]).all() and np.isfinite(ns["sensitivity"]).all()
     assert len(ns["sparseness"]) == len(ns["sensitivity"]) == 2
+
+
+def test_the_interop_examples_of_other_pages_run(tmp_path, monkeypatch):
+    """Every ``interop`` chain of another page of docs/ (found by glob) runs as written."""
+    for key, (path, blocks) in readme_blocks.page_chains("interop").items():
+        if not key.startswith(f"{DOC.name}:"):
+            folder = tmp_path / key.replace(":", "-")
+            folder.mkdir()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                readme_blocks.run(blocks, folder, monkeypatch, path=path)

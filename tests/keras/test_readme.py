@@ -1,5 +1,5 @@
-"""The README's Keras examples run as written on this session's Keras backend
-(``tests/readme_blocks.py``)."""
+"""The Keras examples of the README and of the pages of docs/ run as written on this session's
+Keras backend (``tests/readme_blocks.py``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from tests import readme_blocks
 
 CHAINS = readme_blocks.chains("keras")
+DOC_CHAINS = readme_blocks.page_chains("keras")
 
 
 @pytest.mark.parametrize("chain", sorted(CHAINS))
@@ -28,3 +29,11 @@ def test_readme_example_runs(chain, tmp_path, monkeypatch):
         assert len(m.words) == 7 and m.word_bits.sum() > 0  # a gorgeous , witty , seductive movie
     else:
         assert namespace["heatmaps"].shape == (4, 28, 28)
+
+
+@pytest.mark.parametrize("chain", sorted(DOC_CHAINS))
+def test_docs_example_runs(chain, tmp_path, monkeypatch):
+    """Every keras chain of a page of docs/ runs as written (found by glob: a new page needs no
+    change here)."""
+    path, blocks = DOC_CHAINS[chain]
+    readme_blocks.run(blocks, tmp_path, monkeypatch, path=path)
