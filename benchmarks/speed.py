@@ -1,6 +1,6 @@
 """Seconds per heatmap of ``analyze`` on one backend, beside that backend's compiled floor.
 
-    python benchmarks/speed.py --backend torch|keras-tensorflow|keras-jax|keras-torch|flax
+    python benchmarks/speed.py --backend torch|torch-compiled|keras-tensorflow|keras-jax|keras-torch|flax
         [--device cpu|cuda|gpu] [--size 32] [--inputs 1 8 32] [--steps 10] [--batch-size 10]
         [--threads 2] [--repeats 3]
 
@@ -17,9 +17,11 @@ Columns, for ``N`` inputs in one ``analyze`` call:
 - ``floor s / heatmap``: the same steps written by hand in the framework's own compiled form,
   without the library: the layers before the target once, then ``steps - 1`` forward + backward
   passes of the layers after it on the ``N * batch_size`` rows, gradients for the features only
-  (PyTorch: eager autograd, which is what ``iba_torch`` runs; Keras: the backend's compiled
-  gradient, ``tf.function`` / ``jax.jit`` / eager torch; Flax: one ``jax.jit`` of a
-  ``lax.scan``). The bottleneck's own arithmetic (noise, smoothing, capacity, Adam) is not in it;
+  (PyTorch: eager autograd, which is what ``iba_torch`` runs eagerly; for ``torch-compiled``,
+  ``IBA(compile=True)``, the same forward + backward under ``torch.compile``; Keras: the
+  backend's compiled gradient, ``tf.function`` / ``jax.jit`` / eager torch; Flax: one
+  ``jax.jit`` of a ``lax.scan``). The bottleneck's own arithmetic (noise, smoothing, capacity,
+  Adam) is not in it;
 - ``ratio``: ``s / heatmap`` over the floor.
 
 ``--device cpu`` hides every GPU from the framework (before it is imported); ``cuda`` / ``gpu``
@@ -44,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CHANNELS = [(3, 32), (32, 32), None, (32, 64), (64, 64), None, (64, 128), (128, 128), None]
 CHANNELS += [(128, 256), (256, 256)]
 CUT = 5  # the bottleneck comes after CHANNELS[:CUT]: the second max-pool
-BACKENDS = ("torch", "keras-tensorflow", "keras-jax", "keras-torch", "flax")
+BACKENDS = ("torch", "torch-compiled", "keras-tensorflow", "keras-jax", "keras-torch", "flax")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -130,7 +132,8 @@ class TorchCase(Case):
         if args.device != "cpu" and not torch.cuda.is_available():
             raise SystemExit("--device cuda: torch sees no CUDA device")
         self.torch, self.device = torch, "cuda" if args.device != "cpu" else "cpu"
-        self.name = f"iba_torch {torch.__version__}"
+        compiled = args.backend == "torch-compiled"  # the compiled step (iba_torch._compiled)
+        self.name = f"iba_torch {torch.__version__}{' (compiled)' if compiled else ''}"
         layers, conv = [], 0
         for io in CHANNELS:
             if io is None:
@@ -152,11 +155,18 @@ class TorchCase(Case):
         self.prefix, self.tail = self.model[:cut], self.model[cut:]
         self.images = torch.as_tensor(images.transpose(0, 3, 1, 2).copy()).to(self.device)
         self.steps, self.batch = args.steps, args.batch_size
-        self.explainer = IBA(str(cut - 1), steps=args.steps, batch_size=args.batch_size)
+        self.explainer = IBA(
+            str(cut - 1), compile=compiled, steps=args.steps, batch_size=args.batch_size
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             data_t = torch.as_tensor(data.transpose(0, 3, 1, 2).copy()).to(self.device)
             self.explainer.estimate(self.model, data_t, progress=False)
+
+        def score(z):
+            return self.tail(z).logsumexp(1).sum()
+
+        self.score = torch.compile(score, dynamic=False) if compiled else score
 
     def sync(self) -> None:
         if self.device == "cuda":
@@ -175,7 +185,7 @@ class TorchCase(Case):
                 features = self.prefix(self.images[:n])
             z = features.repeat_interleave(self.batch, 0).requires_grad_(True)
             for _ in range(self.steps - 1):
-                self.tail(z).logsumexp(1).sum().backward()
+                self.score(z).backward()
                 z.grad = None
         finally:
             for p in self.model.parameters():
@@ -397,7 +407,8 @@ def main(argv: list[str] | None = None) -> None:
     images = rng.standard_normal((n_max, args.size, args.size, 3)).astype(np.float32)
     data = rng.standard_normal((64, args.size, args.size, 3)).astype(np.float32)
     w = weights()
-    kind = {"torch": TorchCase, "flax": FlaxCase}.get(args.backend, KerasCase)
+    kinds = {"torch": TorchCase, "torch-compiled": TorchCase, "flax": FlaxCase}
+    kind = kinds.get(args.backend, KerasCase)
     case = kind(args, w, images, data)
 
     rows = []

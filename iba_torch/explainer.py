@@ -19,7 +19,7 @@ import torch
 
 import iba
 from iba import driver
-from iba_torch import _math, _model, _split
+from iba_torch import _compiled, _math, _model, _split
 
 
 class _Flow:
@@ -41,11 +41,20 @@ class TorchEngine(driver.EngineBase):
 
     image_layout = "channels_first"
 
-    def __init__(self, targets: Any, layout: str | None = None, strategy: str = "auto"):
+    def __init__(
+        self,
+        targets: Any,
+        layout: str | None = None,
+        strategy: str = "auto",
+        compile: str | bool = "auto",
+    ):
         if strategy not in _split.STRATEGIES:
             raise ValueError(f"strategy must be one of {_split.STRATEGIES}, got {strategy!r}")
         super().__init__(_model.to_list(targets), layout)
         self.strategy = strategy
+        self.compile = _compiled.check_mode(compile)
+        self.last_compiled = False
+        self.last_compile_reason = ""
         self.flow = _Flow()
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
         self.paths: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -234,10 +243,11 @@ class _Analysis:
         r_norm = (features - first.mean) / first.std  # capacity's r, computed once
         tokens = _token_weights(plan.token_mask, features)  # (N, T, 1): real tokens, or None
         flow.stats, flow.shapes = stats, plan.feature_shapes
-        for step in driver.steps(config.updates, plan.progress):
+
+        def eager_loss(alpha: torch.Tensor) -> torch.Tensor:
+            """The loss per input of one step on ``flow.eps``, through the hooks."""
             lam = _math.damping(alpha, layout, config.sigma)
             lam_b = lam[:, None]
-            flow.eps = [draw(step, i) for i in range(n_layers)]  # standard normal
             z0 = noiser(lam_b, flow.eps[0], config.relu)
             flow.z0, flow.lam = z0.reshape(n * b, *plan.feature_shapes[0]), lam_b
             flow.calls = [] if run.first_called_by_model else [0]
@@ -251,12 +261,27 @@ class _Analysis:
             else:
                 model_loss = _math.classification_loss(outputs, labels, n)
             cap = _math.capacity(r_norm, lam, 0.0, 1.0, first.mask)
-            loss = model_loss + config.beta * _information(cap, tokens)
-            optimizer.zero_grad(set_to_none=True)
-            loss.sum().backward()
+            return model_loss + config.beta * _information(cap, tokens)
+
+        names = [name for name, _ in self.modules]
+        stepper, engine.last_compile_reason = _compiled.stepper(
+            engine.compile, run, names[0], names[1:], plan, features, stats, labels, tokens,
+            eager_loss,
+        )  # fmt: skip
+        for step in driver.steps(config.updates, plan.progress):
+            flow.eps = [draw(step, i) for i in range(n_layers)]  # standard normal
+            if stepper is None:
+                loss = eager_loss(alpha)
+                optimizer.zero_grad(set_to_none=True)
+                loss.sum().backward()
+            else:  # the compiled step (docs/performance.md), or eager where it failed its check
+                loss, alpha.grad = stepper(alpha, flow.eps)
             optimizer.step()
             alphas.append(alpha.detach().clone())
             losses.append(loss.detach())
+        engine.last_compiled = stepper is not None and stepper.compiled
+        if stepper is not None:
+            engine.last_compile_reason = stepper.reason
 
         with torch.no_grad():
             alpha = alpha.detach()
@@ -339,6 +364,15 @@ class IBA(driver.Explainer):
             ``iba_torch._split``): ``"auto"`` (the fastest path verified on the model:
             ``torch.fx`` split, then hook expansion, then the plain loop), ``"fx"``,
             ``"expand"`` or ``"plain"``. Every path gives the same heatmap.
+        compile: whether each optimisation step runs as one ``torch.compile``-d function
+            (``iba_torch._compiled``; docs/performance.md, "PyTorch compiled path") on the
+            ``"fx"`` path: ``"auto"`` (the default) on the devices where it pays off
+            (``iba_torch._compiled.AUTO_DEVICES``; today none: on the CPU the compile takes
+            minutes for a 1.2-1.4x faster step, and CUDA, where it uses CUDA graphs, is
+            unmeasured), ``True`` wherever it compiles, ``False`` never. A compiled step is
+            checked against the eager step on its first use and reused by later calls of the
+            same shapes; where it cannot compile or differs, the eager step runs, without error
+            (``last_compiled``, ``last_compile_reason`` say which ran and why).
         config: an ``iba.Config``; otherwise built from ``**fields`` (``iba.Config`` defaults for
             one target, ``iba.coiba_config`` defaults for several).
         estimators: estimators to start with (a list, one per target, or a saved file's path).
@@ -363,15 +397,36 @@ class IBA(driver.Explainer):
         *,
         layout: str | None = None,
         strategy: str = "auto",
+        compile: str | bool = "auto",
         config: iba.Config | None = None,
         estimators: list[iba.Estimator] | str | os.PathLike | None = None,
         **fields: Any,
     ):
         self._strategy = strategy
+        self._compile = _compiled.check_mode(compile)
         super().__init__(targets, layout=layout, config=config, estimators=estimators, **fields)
 
     def make_engine(self, targets: Any, layout: str | None) -> TorchEngine:
-        return TorchEngine(targets, layout, self._strategy)
+        return TorchEngine(targets, layout, self._strategy, self._compile)
+
+    @property
+    def compile(self) -> str | bool:
+        """Whether the steps run compiled: ``"auto"``, ``True`` or ``False``."""
+        return self.engine.compile
+
+    @compile.setter
+    def compile(self, mode: str | bool) -> None:
+        self.engine.compile = _compiled.check_mode(mode)
+
+    @property
+    def last_compiled(self) -> bool:
+        """Whether the last ``analyze`` ran the compiled step."""
+        return self.engine.last_compiled
+
+    @property
+    def last_compile_reason(self) -> str:
+        """Why the last ``analyze`` ran the compiled or the eager step."""
+        return self.engine.last_compile_reason
 
     @property
     def strategy(self) -> str:
