@@ -70,9 +70,12 @@ class TorchEngine(driver.EngineBase):
 
         def capture(batch: Any) -> list[np.ndarray]:
             inputs = _model.as_inputs(batch, device, dtype)
-            return [f.cpu().numpy() for f in _model.capture(model, inputs, modules)]
+            if last:
+                inputs = _model.channels_last_inputs(inputs)
+            features = _model.capture(model, inputs, modules)
+            return [f.contiguous().cpu().numpy() for f in features]
 
-        with _model.preserved(model, freeze=False):
+        with _model.preserved(model, freeze=False), _model.channels_last(model) as last:
             yield capture
 
     @contextlib.contextmanager
@@ -84,7 +87,15 @@ class TorchEngine(driver.EngineBase):
         modules = _model.resolve(model, self.targets)
         device, dtype = _model.model_device_dtype(model)
         inputs = _model.as_inputs(x, device, dtype)
-        with self._claim(), _model.preserved(model), self.hooks(modules), torch.enable_grad():
+        with (
+            self._claim(),
+            _model.preserved(model),
+            _model.channels_last(model) as last,
+            self.hooks(modules),
+            torch.enable_grad(),
+        ):
+            if last:
+                inputs = _model.channels_last_inputs(inputs)
             try:
                 yield _Analysis(self, model, modules, inputs, config.batch_size)
             finally:

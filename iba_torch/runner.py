@@ -64,19 +64,6 @@ class TorchRunner(Runner):
     def explainer(self, layer: str, **config) -> IBA:
         return IBA(layer, **config)
 
-    def estimate(self, explainer, batches, n_samples: int, progress: bool = True) -> list:
-        """``Runner.estimate``; on the CPU the bundled model runs in channels-last memory for it
-        (1.7x faster on 2 cores, docs/performance.md), then goes back to the default format."""
-        if not self.bundled or next(self.model.parameters()).device.type != "cpu":
-            return super().estimate(explainer, batches, n_samples, progress)
-        last = torch.channels_last
-        self.model.to(memory_format=last)
-        try:
-            data = (self.inputs(b).contiguous(memory_format=last) for b in batches)
-            return explainer.estimate(self.model, data, n_samples=n_samples, progress=progress)
-        finally:
-            self.model.to(memory_format=torch.contiguous_format)
-
     @classmethod
     def text_explainer(cls, layer: int, **config: Any) -> Any:
         """``iba_torch.text.TextIBA`` on the bundled MiniLM sentiment model, after encoder

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch_models as tm
 
-from iba_torch import IBA
+from iba_torch import IBA, _model
 
 
 class Net(torch.nn.Module):
@@ -183,3 +183,67 @@ def test_fx_split_of_a_model_that_reads_its_batch_size():
     assert results["expand-path"] == "plain"  # verified and refused
     np.testing.assert_allclose(results["auto"], results["plain"], rtol=1e-10)
     np.testing.assert_allclose(results["expand"], results["plain"], rtol=1e-10)
+
+
+class TwoConvs(torch.nn.Module):
+    """Two convolutions (4 input channels in the second: its kernel's strides show the layout)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.act = torch.nn.ReLU()
+        self.conv2 = torch.nn.Conv2d(4, 6, 3, padding=1)
+        self.fc = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv2(self.act(self.conv1(x))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_float32_convolutions_run_channels_last_and_get_their_own_weights_back(fails):
+    """On the CPU in float32 the convolutions run channels-last during estimate and analyze
+    (docs/performance.md), and every weight is its very tensor again afterwards: the same
+    storage, strides and values, also after an exception in the loss."""
+    torch.manual_seed(0)
+    model = TwoConvs()
+    layouts = []
+    model.conv2.register_forward_pre_hook(
+        lambda m, args: layouts.append(
+            (m.weight.is_contiguous(), m.weight.is_contiguous(memory_format=torch.channels_last))
+        )
+    )
+    before = {k: (t.data_ptr(), t.stride(), t.clone()) for k, t in model.state_dict().items()}
+    explainer = IBA("act", steps=2, batch_size=2)
+    data = torch.randn(40, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        explainer.estimate(model, data, progress=False)
+
+    def loss_fn(outputs):
+        raise ValueError("the user's loss failed")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 40 samples for the statistics
+        if fails:
+            with pytest.raises(ValueError, match="the user's loss failed"):
+                explainer.analyze(model, data[:2], loss_fn=loss_fn)
+        else:
+            maps = explainer.analyze(model, data[:2], target=0, progress=False)
+            assert maps.shape == (2, 8, 8) and np.all(np.isfinite(maps))
+    assert layouts and all(layout == (False, True) for layout in layouts), layouts
+    after = model.state_dict()
+    for k, (ptr, stride, values) in before.items():
+        assert after[k].data_ptr() == ptr and after[k].stride() == stride, k
+        assert torch.equal(after[k], values), k
+    layouts.clear()
+    model(data[:1])  # the user's own call: the default layout, as before
+    assert layouts == [(True, False)]
+
+
+def test_float64_and_models_without_convolutions_keep_their_layout():
+    model = TwoConvs().double()
+    with _model.channels_last(model) as changed:
+        assert not changed and model.conv2.weight.is_contiguous()
+    mlp = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2))
+    with _model.channels_last(mlp) as changed:
+        assert not changed
