@@ -47,12 +47,12 @@ graph would cost them a minute: the same dynamo graph and AOTAutograd backward, 
 AUTO_DEVICES: frozenset[str] = frozenset()
 """The device types where ``compile="auto"`` uses the compiled step. None today (measurements in
 docs/performance.md, "PyTorch compiled path"): on the 2-core CPU, EfficientNet-Lite0 at
-``_blocks.4`` ran 1.2-1.4x faster per call once compiled (8 images), but the first call compiles
-for minutes (about 160 s against 20 s eager), so a user who explains a few images waits longer;
-CUDA (CUDA graphs) has not been measured: no GPU was available when this was built."""
+``_blocks.4`` runs no faster compiled than eager with channels-last convolutions (1.72 s against
+1.04 s for 1 image, 1.97 s against 1.94 s per heatmap for 8), and its first call compiles for
+25-160 s; CUDA (CUDA graphs) has not been measured: no GPU was available when this was built."""
 
 _AUTO_REASONS = {
-    "cpu": "compiling takes minutes on the CPU, more than it saves over a few calls",
+    "cpu": "on the CPU the compiled step is no faster than the eager one and compiles for long",
     "cuda": "the compiled step has not been measured on CUDA yet",
 }
 

@@ -378,8 +378,8 @@ class IBA(driver.Explainer):
         compile: whether each optimisation step runs as one ``torch.compile``-d function
             (``iba_torch._compiled``; docs/performance.md, "PyTorch compiled path") on the
             ``"fx"`` path: ``"auto"`` (the default) on the devices where it pays off
-            (``iba_torch._compiled.AUTO_DEVICES``; today none: on the CPU the compile takes
-            minutes for a 1.2-1.4x faster step, and CUDA, where it uses CUDA graphs, is
+            (``iba_torch._compiled.AUTO_DEVICES``; today none: on the CPU it is no faster than
+            the eager step and compiles for long, and CUDA, where it uses CUDA graphs, is
             unmeasured), ``True`` wherever it compiles, ``False`` never. A compiled step is
             checked against the eager step on its first use and reused by later calls of the
             same shapes; where it cannot compile or differs, the eager step runs, without error
