@@ -30,6 +30,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from iba import driver
+
 METRICS = ("degradation", "insertion", "deletion")
 SIZE = 224  # every image is resized and centre-cropped to SIZE x SIZE, as iba explain does
 LABELS_FILE = "labels.csv"
@@ -312,8 +314,7 @@ def padded(model: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], np.ndar
         size = 1 << max(n - 1, 0).bit_length()
         if size == n:
             return np.asarray(model(batch))
-        filled = np.concatenate([batch, np.repeat(batch[-1:], size - n, axis=0)])
-        return np.asarray(model(filled))[:n]
+        return np.asarray(model(driver.pad_rows(batch, size)))[:n]
 
     return call
 

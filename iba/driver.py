@@ -974,6 +974,19 @@ def take_rows(x: Any, start: int, stop: int) -> Any:
     return x[start:stop] if getattr(x, "shape", None) is not None and len(x.shape) else x
 
 
+def pad_rows(x: Any, rows: int) -> Any:
+    """``x`` (a NumPy array, or a dict / tuple of them) with its last row repeated up to ``rows``
+    rows; as it is when it has that many. A compiling backend then runs one shape for batches of
+    several sizes, and the rows past the real ones are dropped from its results."""
+    if isinstance(x, dict):
+        return {k: pad_rows(v, rows) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(pad_rows(v, rows) for v in x)
+    a = np.asarray(x)
+    missing = rows - len(a)
+    return a if missing <= 0 else np.concatenate([a, np.repeat(a[-1:], missing, axis=0)])
+
+
 def head(x: Any, rows: int) -> Any:
     """The first ``rows`` rows of every array in ``x``."""
     if isinstance(x, dict):

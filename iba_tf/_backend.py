@@ -28,6 +28,12 @@ from iba_tf import _ops
 Objective = Callable[..., "tuple[Any, Any]"]  # (alpha, *args) -> (total loss, loss per input)
 
 
+def eager_compiles() -> bool:
+    """Whether running layers eagerly compiles each operation for each new shape (JAX): then a
+    forward pass run once is faster as one compiled program (Keras' ``predict_on_batch``)."""
+    return keras.backend.backend() == "jax"
+
+
 def lift_loss(loss_fn: Any) -> tuple[Any, Any, Any]:
     """``(loss_fn, arrays, key)``: the step's ``loss_fn``, the arrays it takes as an argument and
     the part of the step's cache key that stands for it (docs/mathematics.md section 5).

@@ -185,7 +185,7 @@ class _Analysis:
         n_inputs = real if single else bucket(real, self.engine.buckets)
         x = _pad_rows(self.x, n_inputs)  # every padded row repeats the last input
         with _backend.no_grad(), driver.running_on(self.x):
-            features = plan.features(x, 1)[0]
+            features = plan.features(x, 1, compiled=_backend.eager_compiles())[0]
         layers = plan.layers
         layout = p.layout
         dtype = keras.backend.standardize_dtype(features.dtype)
@@ -206,7 +206,7 @@ class _Analysis:
             inputs = ops.repeat(features, batch, axis=0)
         else:
             inputs = keras.tree.map_structure(lambda a: ops.repeat(a, batch, axis=0), x)
-        labels = None if p.labels is None else _pad_numpy(p.labels, n_inputs)
+        labels = None if p.labels is None else driver.pad_rows(p.labels, n_inputs)
         rows = ops.convert_to_tensor(
             np.zeros(1, np.int32) if labels is None else np.repeat(labels, batch).astype(np.int32)
         )
@@ -221,7 +221,7 @@ class _Analysis:
                 _objective(plan, config, loss_fn, self.engine), config.lr, runner.variables
             ),
         )
-        mask = None if p.token_mask is None else _pad_numpy(p.token_mask, n_inputs)
+        mask = None if p.token_mask is None else driver.pad_rows(p.token_mask, n_inputs)
         tokens = _token_weights(mask, features)  # (N, T, 1), or None: every element
 
         if p.labels is not None:
@@ -370,13 +370,6 @@ def _pad_rows(x: Any, rows: int) -> Any:
     return keras.tree.map_structure(
         lambda a: ops.concatenate([a, ops.repeat(a[-1:], missing, axis=0)], axis=0), x
     )
-
-
-def _pad_numpy(a: np.ndarray, rows: int) -> np.ndarray:
-    """A NumPy array with its last row repeated up to ``rows`` rows."""
-    a = np.asarray(a)
-    missing = rows - len(a)
-    return a if missing <= 0 else np.concatenate([a, np.repeat(a[-1:], missing, axis=0)])
 
 
 class IBA(driver.Explainer):
@@ -598,8 +591,9 @@ class _Plan:
         """The inputs of the first ``n`` target layers on ``x`` (identity bottlenecks).
 
         ``compiled``: run the layers before them as Keras' compiled predict function (for the
-        many equal-sized batches of ``estimate``); otherwise eagerly (one call in ``analyze``:
-        no compilation for every new number of inputs).
+        many equal-sized batches of ``estimate``, and in ``analyze`` on JAX, which would
+        otherwise compile every operation for a new number of inputs on its own); otherwise
+        eagerly (TensorFlow and torch: no trace for every new number of inputs).
         """
         x = to_tensors(x)
         prefix = self._prefix_model(n)
@@ -663,13 +657,9 @@ def to_tensors(x: Any) -> Any:
 def _pad(batch: Any, rows: int) -> Any:
     """A NumPy ``batch`` with its last row repeated up to ``rows`` rows: one compiled shape for
     all chunks (other batches are left as they are)."""
-    missing = rows - driver.n_rows(batch)
-    leaves = keras.tree.flatten(batch)
-    if missing <= 0 or not all(isinstance(a, np.ndarray) for a in leaves):
+    if not all(isinstance(a, np.ndarray) for a in keras.tree.flatten(batch)):
         return batch
-    return keras.tree.map_structure(
-        lambda a: np.concatenate([a, np.repeat(a[-1:], missing, axis=0)]), batch
-    )
+    return driver.pad_rows(batch, rows)
 
 
 def _check_inputs(model: keras.Model, x: Any) -> None:
