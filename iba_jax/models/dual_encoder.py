@@ -38,7 +38,14 @@ from iba.models import minilm as minilm_data
 from iba.models.efficientnet_lite import BN_EPSILON, HEAD_FILTERS, STEM_FILTERS, block_args
 from iba.models.minilm import MiniLMConfig
 from iba_jax.models.efficientnet_lite import EfficientNetLite0, MBConvBlock, variables_from_torch
-from iba_jax.models.minilm import BertEmbeddings, BertEncoder, MiniLM, variables_from_hf
+from iba_jax.models.minilm import (
+    BertEmbeddings,
+    BertEncoder,
+    MiniLM,
+    mean_pool,
+    token_inputs,
+    variables_from_hf,
+)
 
 PROMPT_BATCH = 250  # prompts per forward pass when P is computed
 CONSTANTS = "constants"  # the variables' collection of P and W
@@ -78,29 +85,10 @@ class RetrievalMiniLM(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids: Any, attention_mask: Any = None) -> jax.Array:
-        if isinstance(input_ids, Mapping):
-            if attention_mask is not None:
-                raise TypeError(
-                    "pass attention_mask in the inputs dict or as an argument, not both"
-                )
-            if "input_ids" not in input_ids:
-                raise ValueError(f"the inputs dict needs 'input_ids', has {sorted(input_ids)}")
-            input_ids, attention_mask = input_ids["input_ids"], input_ids.get("attention_mask")
-        input_ids = jnp.asarray(input_ids)
-        if input_ids.ndim != 2 or not jnp.issubdtype(input_ids.dtype, jnp.integer):
-            raise ValueError(
-                f"input_ids must be (N, T) integers, got {input_ids.dtype} {input_ids.shape}"
-            )
-        mask = jnp.ones_like(input_ids) if attention_mask is None else jnp.asarray(attention_mask)
-        if mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask has shape {mask.shape}, input_ids {input_ids.shape}: they must "
-                "match"
-            )
+        input_ids, mask = token_inputs(input_ids, attention_mask, self.config)
         x = BertEmbeddings(self.config, name="embeddings")(input_ids)
         x = BertEncoder(self.config, name="encoder")(x, mask)
-        weights = mask.astype(x.dtype)[..., None]
-        pooled = (x * weights).sum(1) / jnp.maximum(weights.sum(1), 1e-9)
+        pooled = mean_pool(x, mask)
         e = pooled / jnp.maximum(jnp.linalg.norm(pooled, axis=-1, keepdims=True), data.NORM_EPS)
         hidden = self.config.hidden_size
         prompts = self.variable(

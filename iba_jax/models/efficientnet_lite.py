@@ -30,6 +30,7 @@ from iba.models.efficientnet_lite import (
     block_args,
     depthwise_same,
 )
+from iba_jax.models._variables import nested
 
 
 def _conv(features: int, kernel_size: int, name: str, stride: int = 1) -> nn.Conv:
@@ -166,29 +167,7 @@ def variables_from_torch(state: Mapping[str, np.ndarray], module: nn.Module) -> 
             key = (collection, *flax_path(owner).split("/"), flax_leaf)
             flat[key] = jnp.asarray(array, jnp.float32)
 
-    shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
-    expected = {
-        tuple(k.key for k in path): leaf.shape
-        for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)
-    }
-    missing = sorted("/".join(k) for k in expected.keys() - flat.keys())
-    extra = sorted("/".join(k) for k in flat.keys() - expected.keys())
-    if missing or extra:
-        raise ValueError(f"the state dict does not fit the model: missing {missing}, extra {extra}")
-    for key, shape in expected.items():
-        if flat[key].shape != shape:
-            raise ValueError(
-                f"{'/'.join(key)} has shape {flat[key].shape} in the state dict, the model "
-                f"expects {shape}"
-            )
-
-    variables: dict[str, Any] = {}
-    for key, array in flat.items():
-        node = variables
-        for part in key[:-1]:
-            node = node.setdefault(part, {})
-        node[key[-1]] = array
-    return variables
+    return nested(flat, module, jnp.zeros((1, 224, 224, 3)), source="the state dict")
 
 
 def efficientnet_lite0(weights: str | None = "bundled") -> tuple[EfficientNetLite0, dict]:

@@ -33,6 +33,7 @@ import numpy as np
 
 from iba.models import minilm as data
 from iba.models.minilm import MiniLMConfig
+from iba_jax.models._variables import nested
 from iba_jax.models.efficientnet_lite import flax_path
 
 
@@ -147,42 +148,54 @@ class MiniLM(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids: Any, attention_mask: Any = None) -> jax.Array:
-        if isinstance(input_ids, Mapping):
-            if attention_mask is not None:
-                raise TypeError(
-                    "pass attention_mask in the inputs dict or as an argument, not both"
-                )
-            inputs = input_ids
-            if "input_ids" not in inputs:
-                raise ValueError(f"the inputs dict needs 'input_ids', has {sorted(inputs)}")
-            input_ids, attention_mask = inputs["input_ids"], inputs.get("attention_mask")
-        elif isinstance(input_ids, (tuple, list)):
-            if len(input_ids) != 2 or attention_mask is not None:
-                raise TypeError("pass (input_ids, attention_mask) as one pair or as two arguments")
-            input_ids, attention_mask = input_ids
-        input_ids = jnp.asarray(input_ids)
-        if input_ids.ndim != 2 or not jnp.issubdtype(input_ids.dtype, jnp.integer):
-            raise ValueError(
-                f"input_ids must be (N, T) integers, got {input_ids.dtype} {input_ids.shape}"
-            )
-        if input_ids.shape[1] > self.config.max_position_embeddings:
-            raise ValueError(
-                f"sequences of {input_ids.shape[1]} tokens are longer than the model's "
-                f"{self.config.max_position_embeddings} positions; truncate them"
-            )
-        mask = jnp.ones_like(input_ids) if attention_mask is None else jnp.asarray(attention_mask)
-        if mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask has shape {mask.shape}, input_ids {input_ids.shape}: they must "
-                "match"
-            )
+        input_ids, mask = token_inputs(input_ids, attention_mask, self.config)
         x = BertEmbeddings(self.config, name="embeddings")(input_ids)
         x = BertEncoder(self.config, name="encoder")(x, mask)
         if self.num_labels is None:
             return x
-        weights = mask.astype(x.dtype)[..., None]
-        pooled = (x * weights).sum(1) / jnp.maximum(weights.sum(1), 1e-9)
-        return nn.Dense(self.num_labels, name="classifier")(pooled)
+        return nn.Dense(self.num_labels, name="classifier")(mean_pool(x, mask))
+
+
+def token_inputs(
+    input_ids: Any, attention_mask: Any, config: MiniLMConfig
+) -> tuple[jax.Array, jax.Array]:
+    """``(input_ids, attention_mask)`` as ``(N, T)`` arrays from what a text module is called
+    with: a ``{"input_ids", "attention_mask"}`` dict (as ``iba_jax.IBA`` passes inputs), a pair,
+    or two arguments (the mask defaults to all ones). Shapes and dtypes are checked (values are
+    not: the arrays may be traced)."""
+    if isinstance(input_ids, Mapping):
+        if attention_mask is not None:
+            raise TypeError("pass attention_mask in the inputs dict or as an argument, not both")
+        inputs = input_ids
+        if "input_ids" not in inputs:
+            raise ValueError(f"the inputs dict needs 'input_ids', has {sorted(inputs)}")
+        input_ids, attention_mask = inputs["input_ids"], inputs.get("attention_mask")
+    elif isinstance(input_ids, (tuple, list)):
+        if len(input_ids) != 2 or attention_mask is not None:
+            raise TypeError("pass (input_ids, attention_mask) as one pair or as two arguments")
+        input_ids, attention_mask = input_ids
+    input_ids = jnp.asarray(input_ids)
+    if input_ids.ndim != 2 or not jnp.issubdtype(input_ids.dtype, jnp.integer):
+        raise ValueError(
+            f"input_ids must be (N, T) integers, got {input_ids.dtype} {input_ids.shape}"
+        )
+    if input_ids.shape[1] > config.max_position_embeddings:
+        raise ValueError(
+            f"sequences of {input_ids.shape[1]} tokens are longer than the model's "
+            f"{config.max_position_embeddings} positions; truncate them"
+        )
+    mask = jnp.ones_like(input_ids) if attention_mask is None else jnp.asarray(attention_mask)
+    if mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask has shape {mask.shape}, input_ids {input_ids.shape}: they must match"
+        )
+    return input_ids, mask
+
+
+def mean_pool(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """The mean of the token states ``x`` ``(N, T, D)`` over the tokens the mask keeps."""
+    weights = mask.astype(x.dtype)[..., None]
+    return (x * weights).sum(1) / jnp.maximum(weights.sum(1), 1e-9)
 
 
 def _leaf(module: str, leaf: str, value: np.ndarray) -> tuple[str, np.ndarray]:
@@ -222,28 +235,7 @@ def variables_from_hf(
         flat[("params", "classifier", "bias")] = jnp.asarray(bias, jnp.float32)
 
     ids = jnp.zeros((1, 2), jnp.int32)
-    shapes = jax.eval_shape(module.init, jax.random.key(0), ids, jnp.ones_like(ids))
-    expected = {
-        tuple(k.key for k in path): leaf.shape
-        for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)
-    }
-    missing = sorted("/".join(k) for k in expected.keys() - flat.keys())
-    extra = sorted("/".join(k) for k in flat.keys() - expected.keys())
-    if missing or extra:
-        raise ValueError(f"the weights do not fit the model: missing {missing}, extra {extra}")
-    for key, shape in expected.items():
-        if flat[key].shape != shape:
-            raise ValueError(
-                f"{'/'.join(key)} has shape {flat[key].shape} in the weights, the model expects "
-                f"{shape}"
-            )
-    variables: dict[str, Any] = {}
-    for key, array in flat.items():
-        node = variables
-        for part in key[:-1]:
-            node = node.setdefault(part, {})
-        node[key[-1]] = array
-    return variables
+    return nested(flat, module, ids, jnp.ones_like(ids), source="the weights")
 
 
 def _variables(module: MiniLM, weights: Any, head: Any = None) -> dict[str, Any]:
