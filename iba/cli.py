@@ -42,6 +42,7 @@ PRESETS = ("authors",)  # --preset authors: iba.text_config(), the text-IBA auth
 DEFAULT_SEED = 0
 IMAGES_PER_BATCH = 16  # photos read, classified and written together
 SHOWN_LAYERS = 60  # the most layer names an error lists
+COMPILE_CACHE_VARIABLE = "JAX_COMPILATION_CACHE_DIR"  # JAX's persistent compilation cache
 # What a folder given as IMAGE contributes (other files in it are left alone).
 IMAGE_SUFFIXES = frozenset(
     (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -483,6 +484,23 @@ def _quiet(verbose: bool) -> Iterator[None]:
             logger.setLevel(levels[name])
         if old_level is None:
             os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+
+
+@contextlib.contextmanager
+def _compile_cache() -> Iterator[None]:
+    """JAX's persistent compilation cache in the cache folder (``cache_dir() / "jax"``) for this
+    command: a later run on JAX (Flax, or Keras on JAX) loads the optimisation it compiled
+    before instead of compiling it again (docs/performance.md). Only where JAX is not imported
+    yet (it reads ``JAX_COMPILATION_CACHE_DIR`` when it loads) and the user has not set that
+    variable; the environment is restored afterwards."""
+    if "jax" in sys.modules or COMPILE_CACHE_VARIABLE in os.environ:
+        yield
+        return
+    os.environ[COMPILE_CACHE_VARIABLE] = str(cache_dir() / "jax")
+    try:
+        yield
+    finally:
+        os.environ.pop(COMPILE_CACHE_VARIABLE, None)
 
 
 @contextlib.contextmanager
@@ -955,7 +973,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as done:  # --help, --version
         return done.code if isinstance(done.code, int) else 0
-    with _quiet(args.verbose):
+    with _quiet(args.verbose), _compile_cache():
         try:
             return args.run(args)
         except UserError as err:
