@@ -7,6 +7,7 @@ import _thread
 import copy
 import os
 import re
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -198,18 +199,26 @@ class Interrupter:
         Where the compiled program runs the callback in the main thread (JAX on CPU), the
         interruption lands inside the callback, and JAX raises its own runtime error that says
         ``KeyboardInterrupt``; elsewhere the ``KeyboardInterrupt`` itself arrives.
+
+        Python's own SIGINT handler is installed for the call: a process started in the
+        background by a shell without job control inherits SIGINT as ignored, and then
+        ``_thread.interrupt_main`` does nothing.
         """
         self.calls, self.armed = 0, True
+        before = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             try:
-                call()
-            finally:
-                self.armed = False
-        except BaseException as err:  # noqa: BLE001 - the test looks at what arrived
-            return err
-        try:
-            for _ in range(50):  # a late interruption would land here
-                time.sleep(0.002)
-        except KeyboardInterrupt:
-            pytest.fail("the interruption arrived after analyze() had returned")
-        return None
+                try:
+                    call()
+                finally:
+                    self.armed = False
+            except BaseException as err:  # noqa: BLE001 - the test looks at what arrived
+                return err
+            try:
+                for _ in range(50):  # a late interruption would land here
+                    time.sleep(0.002)
+            except KeyboardInterrupt:
+                pytest.fail("the interruption arrived after analyze() had returned")
+            return None
+        finally:
+            signal.signal(signal.SIGINT, before)
