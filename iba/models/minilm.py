@@ -282,6 +282,33 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) 
     return (x - mean) / np.sqrt(var + eps) * weight + bias
 
 
+def check_shapes(
+    ids_shape: tuple[int, ...],
+    integer: bool,
+    mask_shape: tuple[int, ...],
+    config: MiniLMConfig,
+    dtype: Any = None,
+) -> None:
+    """Raise unless the token ids are an ``(N, T)`` integer array (``integer``: of an integer
+    dtype, ``dtype`` named in the message) with ``T`` within the position embeddings and the mask
+    of the same shape: the checks that need no values (a port checks traced arrays with them)."""
+    if len(ids_shape) != 2 or not integer:
+        raise ValueError(
+            f"input_ids must be an (N, T) integer array of token ids, got {dtype} of shape "
+            f"{tuple(ids_shape)}"
+        )
+    if ids_shape[1] > config.max_position_embeddings:
+        raise ValueError(
+            f"sequences of {ids_shape[1]} tokens are longer than the model's "
+            f"{config.max_position_embeddings} positions; truncate them (Tokenizer(max_length=...))"
+        )
+    if tuple(mask_shape) != tuple(ids_shape):
+        raise ValueError(
+            f"attention_mask has shape {tuple(mask_shape)}, input_ids {tuple(ids_shape)}: they "
+            "must match"
+        )
+
+
 def check_inputs(
     input_ids: Any, attention_mask: Any = None, config: MiniLMConfig | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -289,25 +316,12 @@ def check_inputs(
     a 0/1 mask of the same shape (default: all ones), ``T`` within the position embeddings."""
     c = config or MiniLMConfig()
     ids = np.asarray(input_ids)
-    if ids.ndim != 2 or ids.dtype.kind not in "iu":
-        raise ValueError(
-            f"input_ids must be an (N, T) integer array of token ids, got {ids.dtype} of shape "
-            f"{ids.shape}"
-        )
+    mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
+    check_shapes(ids.shape, ids.dtype.kind in "iu", mask.shape, c, ids.dtype)
     if ids.size and (ids.min() < 0 or ids.max() >= c.vocab_size):
         raise ValueError(
             f"input_ids must lie in [0, {c.vocab_size}) (the vocabulary), got values in "
             f"[{ids.min()}, {ids.max()}]"
-        )
-    if ids.shape[1] > c.max_position_embeddings:
-        raise ValueError(
-            f"sequences of {ids.shape[1]} tokens are longer than the model's "
-            f"{c.max_position_embeddings} positions; truncate them (Tokenizer(max_length=...))"
-        )
-    mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
-    if mask.shape != ids.shape:
-        raise ValueError(
-            f"attention_mask has shape {mask.shape}, input_ids {ids.shape}: they must match"
         )
     if not np.isin(mask, (0, 1)).all():
         raise ValueError("attention_mask must hold 0 (padding) and 1 (a token) only")

@@ -175,20 +175,9 @@ def token_inputs(
             raise TypeError("pass (input_ids, attention_mask) as one pair or as two arguments")
         input_ids, attention_mask = input_ids
     input_ids = jnp.asarray(input_ids)
-    if input_ids.ndim != 2 or not jnp.issubdtype(input_ids.dtype, jnp.integer):
-        raise ValueError(
-            f"input_ids must be (N, T) integers, got {input_ids.dtype} {input_ids.shape}"
-        )
-    if input_ids.shape[1] > config.max_position_embeddings:
-        raise ValueError(
-            f"sequences of {input_ids.shape[1]} tokens are longer than the model's "
-            f"{config.max_position_embeddings} positions; truncate them"
-        )
     mask = jnp.ones_like(input_ids) if attention_mask is None else jnp.asarray(attention_mask)
-    if mask.shape != input_ids.shape:
-        raise ValueError(
-            f"attention_mask has shape {mask.shape}, input_ids {input_ids.shape}: they must match"
-        )
+    integer = bool(jnp.issubdtype(input_ids.dtype, jnp.integer))
+    data.check_shapes(input_ids.shape, integer, mask.shape, config, input_ids.dtype)
     return input_ids, mask
 
 
