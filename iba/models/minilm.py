@@ -283,16 +283,12 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) 
 
 
 def check_shapes(
-    ids_shape: tuple[int, ...],
-    integer: bool,
-    mask_shape: tuple[int, ...],
-    config: MiniLMConfig,
-    dtype: Any = None,
+    ids_shape: tuple[int, ...], dtype: Any, mask_shape: tuple[int, ...], config: MiniLMConfig
 ) -> None:
-    """Raise unless the token ids are an ``(N, T)`` integer array (``integer``: of an integer
-    dtype, ``dtype`` named in the message) with ``T`` within the position embeddings and the mask
-    of the same shape: the checks that need no values (a port checks traced arrays with them)."""
-    if len(ids_shape) != 2 or not integer:
+    """Raise unless the token ids are an ``(N, T)`` array of an integer ``dtype`` with ``T``
+    within the position embeddings and the mask of the same shape: the checks that need no values
+    (a port checks traced arrays with them)."""
+    if len(ids_shape) != 2 or np.dtype(dtype).kind not in "iu":
         raise ValueError(
             f"input_ids must be an (N, T) integer array of token ids, got {dtype} of shape "
             f"{tuple(ids_shape)}"
@@ -317,7 +313,7 @@ def check_inputs(
     c = config or MiniLMConfig()
     ids = np.asarray(input_ids)
     mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
-    check_shapes(ids.shape, ids.dtype.kind in "iu", mask.shape, c, ids.dtype)
+    check_shapes(ids.shape, ids.dtype, mask.shape, c)
     if ids.size and (ids.min() < 0 or ids.max() >= c.vocab_size):
         raise ValueError(
             f"input_ids must lie in [0, {c.vocab_size}) (the vocabulary), got values in "

@@ -176,8 +176,7 @@ def token_inputs(
         input_ids, attention_mask = input_ids
     input_ids = jnp.asarray(input_ids)
     mask = jnp.ones_like(input_ids) if attention_mask is None else jnp.asarray(attention_mask)
-    integer = bool(jnp.issubdtype(input_ids.dtype, jnp.integer))
-    data.check_shapes(input_ids.shape, integer, mask.shape, config, input_ids.dtype)
+    data.check_shapes(input_ids.shape, input_ids.dtype, mask.shape, config)
     return input_ids, mask
 
 
