@@ -80,10 +80,6 @@ class TorchEngine(driver.EngineBase):
 
     @contextlib.contextmanager
     def analysis(self, model: torch.nn.Module, x: Any, config: iba.Config) -> Iterator[_Analysis]:
-        if self.flow.mode is not None:
-            raise RuntimeError(
-                "analyze() inside restrict_flow() or another analyze(): leave the block first"
-            )
         modules = _model.resolve(model, self.targets)
         device, dtype = _model.model_device_dtype(model)
         inputs = _model.as_inputs(x, device, dtype)
@@ -104,7 +100,8 @@ class TorchEngine(driver.EngineBase):
 
     @contextlib.contextmanager
     def _claim(self) -> Iterator[None]:
-        """One analyze() at a time: the hooks' state (``flow``) is the explainer's."""
+        """One analyze() at a time: the hooks' state (``flow``) is the explainer's. Only the
+        analyze() that holds the claim looks at ``flow``: another thread's analyze() sets it."""
         token = object()
         self._users.append(token)  # atomic: of two threads, one is first (and the explainer
         try:  # stays copyable, unlike with a lock)
@@ -112,6 +109,10 @@ class TorchEngine(driver.EngineBase):
                 raise RuntimeError(
                     "this explainer is running analyze() already (in another thread, or "
                     "analyze() was called from its loss_fn): use one explainer per thread"
+                )
+            if self.flow.mode is not None:
+                raise RuntimeError(
+                    "analyze() inside restrict_flow() or another analyze(): leave the block first"
                 )
             yield
         finally:

@@ -55,6 +55,27 @@ def test_restrict_flow_before_analyze(cnn):
             pass
 
 
+def test_analyze_inside_restrict_flow_and_inside_analyze(cnn):
+    model, explainer, data = cnn
+    explainer.analyze(model, data[:1], target=0)
+    with explainer.restrict_flow(model):
+        with pytest.raises(RuntimeError, match=r"analyze\(\) inside restrict_flow\(\)"):
+            explainer.analyze(model, data[:1], target=0)
+
+    # what another thread's analyze() meets while this one runs its forward pass (the targets'
+    # hooks active): the explainer is taken, not "inside restrict_flow()"
+    last = list(model.children())[-1]
+    handle = last.register_forward_hook(
+        lambda module, args, out: explainer.analyze(model, data[:1], target=0)
+    )
+    try:
+        with pytest.raises(RuntimeError, match=r"running analyze\(\) already.*one explainer"):
+            explainer.analyze(model, data[:1], target=0)
+    finally:
+        handle.remove()
+    explainer.analyze(model, data[:1], target=0)  # free again after both
+
+
 def test_a_target_that_runs_twice(cnn):
     _, _, data = cnn
     shared = torch.nn.ReLU()
